@@ -1,0 +1,27 @@
+"""factor4 storage: collections of FAISS indexes plus a SQLite catalog, persisted atomically.
+
+This package knows vectors, keys and ids, never models; `detector` decides what goes in.
+"""
+
+from indexes.collection import Collection, Writer, write_atomic
+from indexes.errors import CollectionError, CollectionExists, CollectionNotFound, Factor4Error, StorageError
+from indexes.records import FORMAT_VERSION, ChannelSpec, Manifest, SegmentRecord, WorkRecord, check_name
+from indexes.store import Store
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ChannelSpec",
+    "Collection",
+    "CollectionError",
+    "CollectionExists",
+    "CollectionNotFound",
+    "Factor4Error",
+    "Manifest",
+    "SegmentRecord",
+    "StorageError",
+    "Store",
+    "WorkRecord",
+    "Writer",
+    "check_name",
+    "write_atomic",
+]

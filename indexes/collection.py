@@ -1,0 +1,626 @@
+"""A collection: FAISS indexes + a SQLite catalog + a manifest, persisted atomically.
+
+Layout of a collection folder::
+
+    manifest.json          what the collection is (derived; rewritten after each commit)
+    catalog.sqlite         works, segments, posting keys, texts, and the current generation
+    vectors/<channel>.<generation>.faiss
+    lock, write.lock       advisory locks (readers / the one writer)
+
+How a commit stays atomic: the writer saves each changed FAISS index under a new file name
+(written to a temporary file, fsynced, renamed), then commits one SQLite transaction that holds
+the catalog rows *and* the names of the index files that match them. Until that transaction
+commits, the catalog still names the previous files, which are never touched; after it, the
+old files are deleted. A crash at any point therefore leaves the last committed state: the
+catalog and the index files it names always agree. Stray files of an unfinished commit are
+removed the next time a writer opens the collection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from indexes.errors import CollectionError, CollectionExists, CollectionNotFound, StorageError
+from indexes.records import (
+    FORMAT_VERSION,
+    ChannelSpec,
+    Manifest,
+    SegmentRecord,
+    WorkRecord,
+    check_name,
+)
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE works(
+    num INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL UNIQUE,
+    modality TEXT NOT NULL,
+    source TEXT NOT NULL,
+    title TEXT, creator TEXT, licence TEXT, source_url TEXT,
+    extra TEXT NOT NULL DEFAULT '{}',
+    size_bytes INTEGER, width INTEGER, height INTEGER,
+    added_at TEXT NOT NULL
+);
+CREATE TABLE segments(
+    id INTEGER PRIMARY KEY,
+    work_num INTEGER NOT NULL REFERENCES works(num) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    start INTEGER, "end" INTEGER, box TEXT,
+    UNIQUE(work_num, ordinal)
+);
+CREATE TABLE texts(
+    work_num INTEGER PRIMARY KEY REFERENCES works(num) ON DELETE CASCADE,
+    body TEXT NOT NULL
+);
+CREATE TABLE postings(
+    channel TEXT NOT NULL,
+    key INTEGER NOT NULL,
+    work_num INTEGER NOT NULL REFERENCES works(num) ON DELETE CASCADE,
+    pos INTEGER NOT NULL
+);
+CREATE INDEX postings_key ON postings(channel, key);
+CREATE INDEX postings_work ON postings(work_num);
+"""
+
+_WORK_COLUMNS = (
+    "id, sha256, modality, source, title, creator, licence, source_url, extra, "
+    "size_bytes, width, height, added_at"
+)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write *data* to *path* so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _new_index(spec: ChannelSpec) -> Any:
+    if spec.kind == "float":
+        metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "ip" else faiss.METRIC_L2
+        return faiss.index_factory(spec.dim, spec.factory, metric)
+    return faiss.index_binary_factory(spec.dim, spec.factory)
+
+
+def _write_index(spec: ChannelSpec, index: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    (faiss.write_index if spec.kind == "float" else faiss.write_index_binary)(index, str(tmp))
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _read_index(spec: ChannelSpec, path: Path) -> Any:
+    try:
+        if spec.kind == "float":
+            return faiss.read_index(str(path))
+        return faiss.read_index_binary(str(path))
+    except RuntimeError as exc:
+        raise StorageError(f"index file {path} is unreadable: {exc}") from exc
+
+
+class _Lock:
+    """An advisory file lock (fcntl.flock), shared or exclusive."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        with open(self.path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Collection:
+    """A named set of reference works with one FAISS index (or posting table) per channel.
+
+    Open one with `Collection.create` or `Collection.open`; change it only inside
+    `with collection.writer() as w:`; search it with `search` and `lookup_postings`.
+    An open collection reads a consistent snapshot; `refresh()` picks up later commits.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        self._indexes: dict[str, Any] = {}
+        self._files: dict[str, str] = {}
+        self.generation = 0
+        self.manifest: Manifest
+        self._lock = _Lock(self.path / "lock")
+        self._write_lock = _Lock(self.path / "write.lock")
+        self._writing = False
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], name: str, channels: Sequence[ChannelSpec]) -> Collection:
+        """Create collection *name* under *root* with the given channels."""
+        check_name(name)
+        if not channels:
+            raise CollectionError(f"collection {name!r} needs at least one channel")
+        names = [c.name for c in channels]
+        if len(set(names)) != len(names):
+            raise CollectionError(f"collection {name!r}: channel names repeat: {names}")
+        root = Path(root)
+        final = root / name
+        if final.exists():
+            raise CollectionExists(f"collection {name!r} already exists in {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        # Build in a hidden folder and rename it into place: a crash leaves no half collection.
+        staging = root / f".{name}.creating.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "vectors").mkdir(parents=True)
+        db = sqlite3.connect(staging / "catalog.sqlite")
+        try:
+            db.executescript(_SCHEMA)
+            created = _now()
+            files = {}
+            for spec in channels:
+                if spec.kind != "postings":
+                    files[spec.name] = f"{spec.name}.000000.faiss"
+                    _write_index(spec, _new_index(spec), staging / "vectors" / files[spec.name])
+            meta = {
+                "name": name,
+                "format_version": str(FORMAT_VERSION),
+                "created_at": created,
+                "generation": "0",
+                "channels": json.dumps([c.to_dict() for c in channels]),
+                "files": json.dumps(files),
+            }
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            db.commit()
+        finally:
+            db.close()
+        try:
+            os.rename(staging, final)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise CollectionExists(f"collection {name!r} already exists in {root}") from exc
+        _fsync_dir(root)
+        coll = cls.open(final)
+        coll._write_manifest()
+        log.info("created collection %s at %s", name, final)
+        return coll
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Collection:
+        """Open the collection stored in folder *path*."""
+        path = Path(path)
+        if not (path / "catalog.sqlite").is_file():
+            raise CollectionNotFound(f"no collection at {path}")
+        coll = cls(path)
+        coll._connect()
+        coll._load()
+        return coll
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self.path / "catalog.sqlite", isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = FULL")
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"catalog {self.path / 'catalog.sqlite'} is not a SQLite database: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        self._db = db
+
+    def _meta(self) -> dict[str, str]:
+        try:
+            return {r["key"]: r["value"] for r in self.db.execute("SELECT key, value FROM meta")}
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"catalog of {self.path} is damaged: {exc}") from exc
+
+    def _load(self) -> None:
+        """Read the committed state: catalog snapshot + the index files it names."""
+        with self._lock.hold(exclusive=False):
+            meta = self._meta()
+            version = int(meta.get("format_version", "0"))
+            if version != FORMAT_VERSION:
+                raise StorageError(
+                    f"collection {self.path.name!r} has format version {version}; this factor4 "
+                    f"reads version {FORMAT_VERSION}: rebuild it with `factor4 create` + `factor4 add`"
+                )
+            channels = tuple(ChannelSpec.from_dict(c) for c in json.loads(meta["channels"]))
+            files = json.loads(meta["files"])
+            indexes = {}
+            for spec in channels:
+                if spec.kind == "postings":
+                    continue
+                file = self.path / "vectors" / files[spec.name]
+                if not file.is_file():
+                    raise StorageError(f"collection {self.path.name!r} is damaged: {file} is missing")
+                indexes[spec.name] = _read_index(spec, file)
+        self._indexes = indexes
+        self._files = files
+        self.generation = int(meta["generation"])
+        self.manifest = Manifest(
+            name=meta["name"],
+            format_version=version,
+            created_at=meta["created_at"],
+            generation=self.generation,
+            channels=channels,
+            counts=self._counts(),
+        )
+        if self._manifest_generation() != self.generation:
+            # a crash between the catalog commit and the manifest write: the catalog is the truth
+            write_atomic(self.path / "manifest.json", self.manifest.to_json().encode())
+
+    def _manifest_generation(self) -> int | None:
+        try:
+            return int(json.loads((self.path / "manifest.json").read_text())["generation"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def refresh(self) -> bool:
+        """Reload if another process committed since this one was opened; True if it did."""
+        gen = int(self._meta()["generation"])
+        if gen != self.generation:
+            self._load()
+            return True
+        return False
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._indexes = {}
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise CollectionError(f"collection {self.path.name!r} is closed")
+        return self._db
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    # -- reading ---------------------------------------------------------------------------
+    def _counts(self) -> dict[str, int]:
+        counts = {
+            "works": self.db.execute("SELECT count(*) FROM works").fetchone()[0],
+            "segments": self.db.execute("SELECT count(*) FROM segments").fetchone()[0],
+        }
+        for name, index in self._indexes.items():
+            counts[f"vectors.{name}"] = int(index.ntotal)
+        return counts
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM works").fetchone()[0])
+
+    @staticmethod
+    def _work(row: sqlite3.Row) -> WorkRecord:
+        data = dict(row)
+        data.pop("num", None)
+        data["extra"] = json.loads(data["extra"] or "{}")
+        return WorkRecord(**data)
+
+    def works(self, modality: str | None = None) -> list[WorkRecord]:
+        """All works, oldest first (optionally of one modality)."""
+        sql = f"SELECT {_WORK_COLUMNS} FROM works"
+        args: tuple[Any, ...] = ()
+        if modality:
+            sql += " WHERE modality = ?"
+            args = (modality,)
+        return [self._work(r) for r in self.db.execute(sql + " ORDER BY num", args)]
+
+    def work(self, work_id: str) -> WorkRecord:
+        row = self.db.execute(f"SELECT {_WORK_COLUMNS} FROM works WHERE id = ?", (work_id,)).fetchone()
+        if row is None:
+            raise CollectionError(f"collection {self.name!r} has no work {work_id!r}")
+        return self._work(row)
+
+    def work_by_sha256(self, sha256: str) -> WorkRecord | None:
+        row = self.db.execute(f"SELECT {_WORK_COLUMNS} FROM works WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else self._work(row)
+
+    def text(self, work_id: str) -> str | None:
+        row = self.db.execute(
+            "SELECT body FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?", (work_id,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def segments(self, ids: Sequence[int]) -> dict[int, SegmentRecord]:
+        """Segments by id; ids no longer in the catalog are left out."""
+        out: dict[int, SegmentRecord] = {}
+        wanted = sorted({int(i) for i in ids if int(i) >= 0})
+        for chunk in range(0, len(wanted), 500):
+            part = wanted[chunk : chunk + 500]
+            rows = self.db.execute(
+                "SELECT segments.id, works.id AS work_id, ordinal, start, \"end\", box FROM segments "
+                f"JOIN works ON works.num = segments.work_num WHERE segments.id IN ({','.join('?' * len(part))})",
+                part,
+            )
+            for r in rows:
+                box = tuple(json.loads(r["box"])) if r["box"] else None
+                out[r["id"]] = SegmentRecord(r["work_id"], r["ordinal"], r["start"], r["end"], box, r["id"])
+        return out
+
+    def search(self, channel: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest *k* segments per query row: (scores, segment ids), -1 ids where fewer exist.
+
+        Float channels score by inner product (cosine for normalised vectors, higher = closer);
+        binary channels by Hamming distance in bits (lower = closer).
+        """
+        spec = self.manifest.channel(channel)
+        index = self._indexes.get(channel)
+        if index is None:
+            raise CollectionError(f"channel {channel!r} of {self.name!r} holds posting keys, not vectors")
+        nq = len(queries)
+        if index.ntotal == 0 or nq == 0:
+            fill = np.zeros((nq, k), dtype=np.float32 if spec.kind == "float" else np.int32)
+            return fill, np.full((nq, k), -1, dtype=np.int64)
+        q = np.ascontiguousarray(queries, dtype=np.float32 if spec.kind == "float" else np.uint8)
+        return index.search(q, k)
+
+    def lookup_postings(self, channel: str, keys: np.ndarray) -> list[tuple[int, str, int]]:
+        """Every (key, work id, position) stored under *channel* for the given keys."""
+        self.manifest.channel(channel)
+        uniq = np.unique(np.asarray(keys, dtype=np.int64)).tolist()
+        out: list[tuple[int, str, int]] = []
+        for chunk in range(0, len(uniq), 900):
+            part = uniq[chunk : chunk + 900]
+            out.extend(
+                self.db.execute(
+                    "SELECT key, works.id, pos FROM postings JOIN works ON works.num = postings.work_num "
+                    f"WHERE channel = ? AND key IN ({','.join('?' * len(part))})",
+                    [channel, *part],
+                ).fetchall()
+            )
+        return [tuple(r) for r in out]  # type: ignore[misc]
+
+    def key_document_frequency(self, channel: str, keys: np.ndarray) -> dict[int, int]:
+        """How many distinct works hold each key (for discounting common phrases)."""
+        freq: dict[int, set[str]] = {}
+        for key, work_id, _ in self.lookup_postings(channel, keys):
+            freq.setdefault(key, set()).add(work_id)
+        return {k: len(v) for k, v in freq.items()}
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[Writer]:
+        """A write session: changes become visible and durable together when it ends without
+        an exception (or at each `Writer.commit()`); on an exception they are rolled back."""
+        if self._writing:
+            raise CollectionError(f"collection {self.name!r} already has a write session open")
+        with self._write_lock.hold(exclusive=True):
+            self._writing = True
+            try:
+                self.refresh()
+                self._remove_strays()
+                w = Writer(self)
+                try:
+                    yield w
+                except BaseException:
+                    w.rollback()
+                    raise
+                w.commit(reopen=False)
+            finally:
+                self._writing = False
+
+    def _remove_strays(self) -> None:
+        """Delete index files no commit refers to (left by a crash mid-commit)."""
+        keep = set(self._files.values())
+        for file in (self.path / "vectors").iterdir():
+            if file.name not in keep:
+                log.info("removing leftover file %s from an unfinished commit", file)
+                file.unlink(missing_ok=True)
+
+    def _write_manifest(self) -> None:
+        self.manifest = replace(self.manifest, generation=self.generation, counts=self._counts())
+        write_atomic(self.path / "manifest.json", self.manifest.to_json().encode())
+
+    def check(self) -> list[str]:
+        """Consistency problems between catalog and indexes (empty list = consistent)."""
+        problems = []
+        seg_ids = {r[0] for r in self.db.execute("SELECT segments.id FROM segments")}
+        for spec in self.manifest.channels:
+            if spec.kind == "postings":
+                continue
+            index = self._indexes[spec.name]
+            ids = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
+            modality_ids = {
+                r[0]
+                for r in self.db.execute(
+                    "SELECT segments.id FROM segments JOIN works ON works.num = segments.work_num "
+                    "WHERE works.modality = ?",
+                    (spec.modality,),
+                )
+            }
+            if ids != modality_ids:
+                problems.append(
+                    f"channel {spec.name}: {len(ids - seg_ids)} vectors without segments, "
+                    f"{len(modality_ids - ids)} segments without vectors"
+                )
+        orphans = self.db.execute(
+            "SELECT count(*) FROM works WHERE num NOT IN (SELECT work_num FROM segments)"
+        ).fetchone()[0]
+        if orphans:
+            problems.append(f"{orphans} works without segments")
+        return problems
+
+
+class Writer:
+    """Changes to a collection, made inside `Collection.writer()`."""
+
+    def __init__(self, coll: Collection) -> None:
+        self.coll = coll
+        self.db = coll.db
+        self._own: dict[str, Any] = {}  # copies of the indexes this session changed
+        self._changed = False
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def _index(self, name: str) -> Any:
+        """This session's copy of an index, cloned on first change (readers keep the original)."""
+        if name not in self._own:
+            index = self.coll._indexes[name]
+            # a serialise round trip copies every index type (clone_* does not cover binary IDMaps)
+            if isinstance(index, faiss.IndexBinary):
+                self._own[name] = faiss.deserialize_index_binary(faiss.serialize_index_binary(index))
+            else:
+                self._own[name] = faiss.deserialize_index(faiss.serialize_index(index))
+        return self._own[name]
+
+    def has_sha256(self, sha256: str) -> str | None:
+        row = self.db.execute("SELECT id FROM works WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else row[0]
+
+    def add_work(
+        self,
+        work: WorkRecord,
+        segments: Sequence[SegmentRecord],
+        vectors: dict[str, np.ndarray],
+        postings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        text: str | None = None,
+    ) -> bool:
+        """Add a work with its segments, one vector per segment for every vector channel of its
+        modality, and optional posting keys (keys, positions). Returns False, changing nothing,
+        when a work with the same sha256 is already stored."""
+        if self.has_sha256(work.sha256):
+            return False
+        if not segments:
+            raise CollectionError(f"work {work.source}: has no segments to index")
+        channels = [c for c in self.coll.manifest.channels if c.modality == work.modality]
+        if not channels:
+            raise CollectionError(
+                f"{work.source}: collection {self.coll.name!r} has no channel for {work.modality} works"
+            )
+        for spec in channels:
+            if spec.kind == "postings":
+                continue
+            vec = vectors.get(spec.name)
+            width = spec.dim if spec.kind == "float" else spec.dim // 8
+            if vec is None or vec.shape != (len(segments), width):
+                got = None if vec is None else vec.shape
+                raise CollectionError(
+                    f"work {work.source}: channel {spec.name} needs vectors of shape "
+                    f"({len(segments)}, {width}), got {got}"
+                )
+        cur = self.db.execute(
+            "INSERT INTO works (id, sha256, modality, source, title, creator, licence, source_url, extra, "
+            "size_bytes, width, height, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                work.id, work.sha256, work.modality, work.source, work.title, work.creator, work.licence,
+                work.source_url, json.dumps(work.extra, sort_keys=True), work.size_bytes, work.width,
+                work.height, work.added_at or _now(),
+            ),
+        )
+        num = cur.lastrowid
+        seg_ids = []
+        for seg in segments:
+            c = self.db.execute(
+                "INSERT INTO segments (work_num, ordinal, start, \"end\", box) VALUES (?,?,?,?,?)",
+                (num, seg.ordinal, seg.start, seg.end, json.dumps(list(seg.box)) if seg.box else None),
+            )
+            seg_ids.append(c.lastrowid)
+        ids = np.asarray(seg_ids, dtype=np.int64)
+        for spec in channels:
+            if spec.kind == "postings":
+                keys, pos = (postings or {}).get(spec.name, (np.empty(0, np.int64), np.empty(0, np.int64)))
+                self.db.executemany(
+                    "INSERT INTO postings (channel, key, work_num, pos) VALUES (?,?,?,?)",
+                    zip([spec.name] * len(keys), np.asarray(keys).tolist(), [num] * len(keys),
+                        np.asarray(pos).tolist(), strict=True),
+                )
+                continue
+            dtype = np.float32 if spec.kind == "float" else np.uint8
+            self._index(spec.name).add_with_ids(np.ascontiguousarray(vectors[spec.name], dtype=dtype), ids)
+        if text is not None:
+            self.db.execute("INSERT INTO texts (work_num, body) VALUES (?, ?)", (num, text))
+        self._changed = True
+        return True
+
+    def remove_work(self, work_id: str) -> bool:
+        """Remove a work, its segments, vectors and posting keys. False if it is not stored."""
+        row = self.db.execute("SELECT num, modality FROM works WHERE id = ?", (work_id,)).fetchone()
+        if row is None:
+            return False
+        ids = np.asarray(
+            [r[0] for r in self.db.execute("SELECT id FROM segments WHERE work_num = ?", (row[0],))],
+            dtype=np.int64,
+        )
+        for spec in self.coll.manifest.channels:
+            if spec.kind != "postings" and spec.modality == row[1] and len(ids):
+                self._index(spec.name).remove_ids(ids)
+        self.db.execute("DELETE FROM works WHERE num = ?", (row[0],))
+        self._changed = True
+        return True
+
+    def commit(self, *, reopen: bool = True) -> None:
+        """Make everything added so far durable and visible. With *reopen* the session stays
+        open for more changes."""
+        coll = self.coll
+        if not self._changed:
+            self.db.execute("COMMIT")
+        else:
+            gen = coll.generation + 1
+            files = dict(coll._files)
+            for name, index in sorted(self._own.items()):
+                files[name] = f"{name}.{gen:06d}.faiss"
+                _write_index(coll.manifest.channel(name), index, coll.path / "vectors" / files[name])
+            _fsync_dir(coll.path / "vectors")
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'files'", (json.dumps(files),))
+            with coll._lock.hold(exclusive=True):
+                self.db.execute("COMMIT")  # the moment the new state becomes the committed one
+                old = set(coll._files.values()) - set(files.values())
+                coll._files = files
+                coll.generation = gen
+                coll._indexes.update(self._own)
+                for file in old:
+                    (coll.path / "vectors" / file).unlink(missing_ok=True)
+            self._own = {}
+            self._changed = False
+            coll._write_manifest()  # derived from the committed catalog
+        if reopen:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def rollback(self) -> None:
+        """Drop every change since the last commit."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self._own = {}
+        self._changed = False
