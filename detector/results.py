@@ -1,0 +1,135 @@
+"""Typed results: what `Detector.add` and `Detector.scan` return, serialisable to JSON.
+
+The JSON form of a `ScanResult` is the contract of `factor4 scan --json` and of the service's
+scan endpoint (see README, "Scan output")::
+
+    {"input": "out.png", "sha256": "...", "modality": "image", "collection": "art",
+     "matches": [{"work": {"id", "source", "sha256", "title", "creator", "licence",
+                           "source_url", "modality"},
+                  "score": 0.93, "verdict": "copy", "signals": {"sscd": 0.91, ...}}]}
+
+Matches are sorted best first. Keys are never removed from this form; new keys may be added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from indexes import WorkRecord
+
+Verdict = Literal["copy", "similar", "unrelated"]
+VERDICTS: tuple[Verdict, ...] = ("copy", "similar", "unrelated")
+
+
+@dataclass(frozen=True)
+class WorkRef:
+    """A reference work as a match names it."""
+
+    id: str
+    source: str
+    sha256: str
+    modality: str
+    title: str | None = None
+    creator: str | None = None
+    licence: str | None = None
+    source_url: str | None = None
+
+    @classmethod
+    def from_record(cls, rec: WorkRecord) -> WorkRef:
+        return cls(rec.id, rec.source, rec.sha256, rec.modality, rec.title, rec.creator, rec.licence,
+                   rec.source_url)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "sha256": self.sha256,
+            "modality": self.modality,
+            "title": self.title,
+            "creator": self.creator,
+            "licence": self.licence,
+            "source_url": self.source_url,
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    """How strongly one output matches one reference work.
+
+    `score` is in 0..1, higher = stronger evidence of copying: the strongest signal's evidence
+    (see `detector.scoring`). `verdict` reads the score: "copy" at or above
+    `config.COPY_SCORE`, "similar" at or above `config.SIMILAR_SCORE`, else "unrelated".
+    `signals` holds each channel's raw value (None where the channel did not find this work
+    among its nearest neighbours); `excerpt` shows, for texts, the longest passage of the
+    output found verbatim in the work.
+    """
+
+    work: WorkRef
+    score: float
+    verdict: Verdict
+    signals: dict[str, float | None]
+    excerpt: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "work": self.work.to_dict(),
+            "score": round(self.score, 4),
+            "verdict": self.verdict,
+            "signals": {k: (None if v is None else round(float(v), 4)) for k, v in self.signals.items()},
+        }
+        if self.excerpt is not None:
+            out["excerpt"] = self.excerpt
+        return out
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Every match of one output against a collection, best first."""
+
+    input: str
+    sha256: str
+    modality: str
+    collection: str
+    matches: tuple[Match, ...]
+
+    @property
+    def best(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.best.verdict if self.best else "unrelated"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "sha256": self.sha256,
+            "modality": self.modality,
+            "collection": self.collection,
+            "matches": [m.to_dict() for m in self.matches],
+        }
+
+
+@dataclass(frozen=True)
+class AddFailure:
+    """A file that could not be added, and why."""
+
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class AddReport:
+    """What `Detector.add` did: works added, files already stored (by sha256), failures."""
+
+    added: tuple[WorkRef, ...] = ()
+    duplicates: tuple[WorkRef, ...] = ()
+    failed: tuple[AddFailure, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": [w.to_dict() for w in self.added],
+            "duplicates": [w.to_dict() for w in self.duplicates],
+            "failed": [{"path": f.path, "error": f.error} for f in self.failed],
+        }

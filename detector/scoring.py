@@ -1,0 +1,75 @@
+"""From raw signals to one score in 0..1 and a verdict.
+
+Each signal (SSCD cosine, PDQ distance, MiniLM cosine, shingle coverage, longest verbatim run,
+CLIP cosine) is mapped piecewise-linearly onto evidence in 0..1 through four raw cut points
+from `config.SIGNAL_THRESHOLDS`: *floor* -> 0, *similar* -> `SIMILAR_SCORE`, *copy* ->
+`COPY_SCORE`, *ceiling* -> 1. A match's score is its strongest signal's evidence, so a score
+of `COPY_SCORE` or more means at least one signal crossed its copy threshold.
+
+What the thresholds mean, and their limits:
+
+- sscd >= 0.60: SSCD's own paper puts its copy threshold for `sscd_disc_mixup` near cosine
+  0.6-0.75 on DISC21; edits that destroy most of the image (heavy crops below ~40 % of the
+  area, composites) can fall under it.
+- pdq_distance <= 31 of 256 bits: the threshold Meta publishes for PDQ; PDQ is blind to crops
+  and rotations and unreliable on flat images (quality < 50), whose distance is then ignored.
+- shingle_coverage >= 0.35 or longest_run_words >= 30: a third of the output's words, or a run
+  of 30 words, found verbatim (as 5-word shingles) in the work. Stock phrases shared by many
+  works can inflate coverage; the text-evidence module discounts them.
+- minilm >= 0.75 marks paraphrase-level similarity ("similar"), >= 0.97 near-verbatim text.
+- clip: same subject or style; capped below `COPY_SCORE`, so it never makes a copy verdict alone.
+
+These cut points are set from published figures and the demo's measurements, not calibrated
+per collection; a per-match false-positive rate comes with the calibration work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from detector import config
+from detector.results import Verdict
+
+#: Signals whose evidence may never reach a copy verdict on their own.
+NEVER_COPY = frozenset({"clip"})
+
+
+def evidence(signal: str, value: float | None) -> float:
+    """Evidence of copying in 0..1 that one raw signal value carries."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 0.0
+    floor, similar, copy, ceiling = config.SIGNAL_THRESHOLDS[signal]
+    xs = [floor, similar, copy, ceiling]
+    ys = [0.0, config.SIMILAR_SCORE, config.COPY_SCORE, 1.0]
+    if floor > ceiling:  # a distance: smaller is stronger
+        xs = [-x for x in xs]
+        value = -value
+    if value <= xs[0]:
+        out = 0.0
+    elif value >= xs[-1]:
+        out = 1.0
+    else:
+        out = 0.0
+        for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:]), strict=False):
+            if x0 <= value <= x1:
+                out = y0 + (y1 - y0) * (value - x0) / (x1 - x0) if x1 > x0 else y1
+                break
+    if signal in NEVER_COPY:
+        out = min(out, config.COPY_SCORE - 0.01)
+    return out
+
+
+def combine(signals: Mapping[str, float | None], ignore: frozenset[str] = frozenset()) -> float:
+    """The match score: the strongest evidence among *signals* (minus those in *ignore*)."""
+    known = [evidence(k, v) for k, v in signals.items() if k in config.SIGNAL_THRESHOLDS and k not in ignore]
+    return max(known, default=0.0)
+
+
+def verdict(score: float) -> Verdict:
+    """"copy", "similar" or "unrelated" for a score (see `config.COPY_SCORE`, `SIMILAR_SCORE`)."""
+    if score >= config.COPY_SCORE:
+        return "copy"
+    if score >= config.SIMILAR_SCORE:
+        return "similar"
+    return "unrelated"

@@ -1,0 +1,81 @@
+"""Shared test data: real works that installed packages ship, never works written for tests.
+
+Images are the photographs bundled with scikit-image (a test dependency); texts are the module
+docstrings of Python's standard library. Collections live in temporary folders.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+REF_IMAGES = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]
+OTHER_IMAGES = ["hubble_deep_field.jpg", "motorcycle_left.png"]
+REF_TEXT_MODULES = ["argparse", "csv", "json", "re", "unittest"]
+OTHER_TEXT_MODULES = ["heapq", "sched"]
+
+
+def skimage_data() -> Path:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-image (a test dependency: pip install -e '.[test]') ships the test photographs")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def module_doc(name: str) -> str:
+    return inspect.getdoc(importlib.import_module(name)) or ""
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Reference works in `works/`, plus files that are not in the collection in `other/`."""
+    root = tmp_path_factory.mktemp("corpus")
+    works, other = root / "works", root / "other"
+    works.mkdir()
+    other.mkdir()
+    data = skimage_data()
+    for name in REF_IMAGES:
+        (works / name).write_bytes((data / name).read_bytes())
+    for name in OTHER_IMAGES:
+        (other / name).write_bytes((data / name).read_bytes())
+    for mod in REF_TEXT_MODULES:
+        (works / f"{mod}.txt").write_text(module_doc(mod), encoding="utf-8")
+    for mod in OTHER_TEXT_MODULES:
+        (other / f"{mod}.txt").write_text(module_doc(mod), encoding="utf-8")
+    return {"root": root, "works": works, "other": other}
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) -> Path:
+    """A FACTOR4_HOME with collection 'ref' (default encoders) holding the reference works."""
+    from detector import Detector
+
+    home = tmp_path_factory.mktemp("home")
+    det = Detector(home)
+    det.create("ref")
+    report = det.add("ref", [corpus["works"]])
+    assert len(report.added) == len(REF_IMAGES) + len(REF_TEXT_MODULES), report.failed
+    det.close()
+    return home
+
+
+def jpeg_bytes(img: Image.Image, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def edited_copy(src: Path, dest: Path) -> Path:
+    """A cropped (80%), mirrored, JPEG-q40 copy of an image."""
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        im = ImageOps.mirror(im.crop((w // 10, h // 10, w - w // 10, h - h // 10)))
+    dest.write_bytes(jpeg_bytes(im, 40))
+    return dest
