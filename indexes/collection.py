@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -100,7 +101,9 @@ def _fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write *data* to *path* so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
+    # a temporary name of its own per process and thread: two writers of one file (a reader
+    # repairing the manifest while a writer commits) must not write into each other's file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -155,6 +158,8 @@ class Collection:
     Open one with `Collection.create` or `Collection.open`; change it only inside
     `with collection.writer() as w:`; search it with `search` and `lookup_postings`.
     An open collection reads a consistent snapshot; `refresh()` picks up later commits.
+    (The snapshot is a read transaction on the catalog, kept open between calls, so the catalog
+    rows it reads always match the index files it loaded, whatever other processes commit.)
     """
 
     def __init__(self, path: Path) -> None:
@@ -226,17 +231,22 @@ class Collection:
         if not (path / "catalog.sqlite").is_file():
             raise CollectionNotFound(f"no collection at {path}")
         coll = cls(path)
-        coll._connect()
-        coll._load()
+        try:
+            coll._connect()
+            coll._load()
+        except BaseException:
+            coll.close()
+            raise
         return coll
 
     def _connect(self) -> None:
         db = sqlite3.connect(self.path / "catalog.sqlite", isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA synchronous = FULL")
         try:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA journal_mode = WAL")
         except sqlite3.DatabaseError as exc:
+            db.close()
             raise StorageError(f"catalog {self.path / 'catalog.sqlite'} is not a SQLite database: {exc}") from exc
         db.row_factory = sqlite3.Row
         self._db = db
@@ -247,10 +257,28 @@ class Collection:
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"catalog of {self.path} is damaged: {exc}") from exc
 
+    def _begin_read(self) -> None:
+        """Start the read transaction that pins this connection's view of the catalog (WAL mode:
+        the view is taken at the first read after it and kept until `_end_read`)."""
+        self.db.execute("BEGIN")
+
+    def _end_read(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
     def _load(self) -> None:
         """Read the committed state: catalog snapshot + the index files it names."""
+        self._end_read()
+        self._begin_read()
+        try:
+            self._load_snapshot()
+        except BaseException:
+            self._end_read()
+            raise
+
+    def _load_snapshot(self) -> None:
         with self._lock.hold(exclusive=False):
-            meta = self._meta()
+            meta = self._meta()  # the first read pins the snapshot, while no commit can run
             version = int(meta.get("format_version", "0"))
             if version != FORMAT_VERSION:
                 raise StorageError(
@@ -290,7 +318,11 @@ class Collection:
 
     def refresh(self) -> bool:
         """Reload if another process committed since this one was opened; True if it did."""
-        gen = int(self._meta()["generation"])
+        if self._writing:
+            return False  # a write session holds the write lock: it sees the latest state already
+        self._end_read()
+        self._begin_read()
+        gen = int(self._meta()["generation"])  # pins the new snapshot
         if gen != self.generation:
             self._load()
             return True
@@ -427,19 +459,26 @@ class Collection:
         if self._writing:
             raise CollectionError(f"collection {self.name!r} already has a write session open")
         with self._write_lock.hold(exclusive=True):
+            self.refresh()  # under the write lock: the latest state, and no one else can commit
             self._writing = True
             try:
-                self.refresh()
+                self._end_read()
                 self._remove_strays()
                 w = Writer(self)
                 try:
                     yield w
+                    w.commit(reopen=False)
                 except BaseException:
+                    # also when the final commit fails: never leave the write transaction open
                     w.rollback()
                     raise
-                w.commit(reopen=False)
             finally:
                 self._writing = False
+                if self._db is not None:
+                    # pin the next snapshot to what this session left, before others can commit
+                    self._end_read()
+                    self._begin_read()
+                    self._meta()
 
     def _remove_strays(self) -> None:
         """Delete index files no commit refers to (left by a crash mid-commit)."""
@@ -539,37 +578,52 @@ class Writer:
                     f"work {work.source}: channel {spec.name} needs vectors of shape "
                     f"({len(segments)}, {width}), got {got}"
                 )
-        cur = self.db.execute(
-            "INSERT INTO works (id, sha256, modality, source, title, creator, licence, source_url, extra, "
-            "size_bytes, width, height, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                work.id, work.sha256, work.modality, work.source, work.title, work.creator, work.licence,
-                work.source_url, json.dumps(work.extra, sort_keys=True), work.size_bytes, work.width,
-                work.height, work.added_at or _now(),
-            ),
-        )
-        num = cur.lastrowid
-        seg_ids = []
-        for seg in segments:
-            c = self.db.execute(
-                "INSERT INTO segments (work_num, ordinal, start, \"end\", box) VALUES (?,?,?,?,?)",
-                (num, seg.ordinal, seg.start, seg.end, json.dumps(list(seg.box)) if seg.box else None),
+        # one savepoint per work: a failure part-way (a repeated ordinal, bad posting arrays)
+        # leaves neither catalog rows nor vectors of this work in the session
+        self.db.execute("SAVEPOINT add_work")
+        added: list[str] = []  # indexes that got this work's vectors
+        ids = np.empty(0, dtype=np.int64)
+        try:
+            cur = self.db.execute(
+                "INSERT INTO works (id, sha256, modality, source, title, creator, licence, source_url, extra, "
+                "size_bytes, width, height, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    work.id, work.sha256, work.modality, work.source, work.title, work.creator, work.licence,
+                    work.source_url, json.dumps(work.extra, sort_keys=True), work.size_bytes, work.width,
+                    work.height, work.added_at or _now(),
+                ),
             )
-            seg_ids.append(c.lastrowid)
-        ids = np.asarray(seg_ids, dtype=np.int64)
-        for spec in channels:
-            if spec.kind == "postings":
-                keys, pos = (postings or {}).get(spec.name, (np.empty(0, np.int64), np.empty(0, np.int64)))
-                self.db.executemany(
-                    "INSERT INTO postings (channel, key, work_num, pos) VALUES (?,?,?,?)",
-                    zip([spec.name] * len(keys), np.asarray(keys).tolist(), [num] * len(keys),
-                        np.asarray(pos).tolist(), strict=True),
+            num = cur.lastrowid
+            seg_ids = []
+            for seg in segments:
+                c = self.db.execute(
+                    "INSERT INTO segments (work_num, ordinal, start, \"end\", box) VALUES (?,?,?,?,?)",
+                    (num, seg.ordinal, seg.start, seg.end, json.dumps(list(seg.box)) if seg.box else None),
                 )
-                continue
-            dtype = np.float32 if spec.kind == "float" else np.uint8
-            self._index(spec.name).add_with_ids(np.ascontiguousarray(vectors[spec.name], dtype=dtype), ids)
-        if text is not None:
-            self.db.execute("INSERT INTO texts (work_num, body) VALUES (?, ?)", (num, text))
+                seg_ids.append(c.lastrowid)
+            ids = np.asarray(seg_ids, dtype=np.int64)
+            for spec in channels:
+                if spec.kind == "postings":
+                    keys, pos = (postings or {}).get(spec.name, (np.empty(0, np.int64), np.empty(0, np.int64)))
+                    self.db.executemany(
+                        "INSERT INTO postings (channel, key, work_num, pos) VALUES (?,?,?,?)",
+                        zip([spec.name] * len(keys), np.asarray(keys).tolist(), [num] * len(keys),
+                            np.asarray(pos).tolist(), strict=True),
+                    )
+                    continue
+                dtype = np.float32 if spec.kind == "float" else np.uint8
+                vec = np.ascontiguousarray(vectors[spec.name], dtype=dtype)
+                self._index(spec.name).add_with_ids(vec, ids)
+                added.append(spec.name)
+            if text is not None:
+                self.db.execute("INSERT INTO texts (work_num, body) VALUES (?, ?)", (num, text))
+        except BaseException:
+            for name in added:
+                self._own[name].remove_ids(ids)
+            self.db.execute("ROLLBACK TO add_work")
+            self.db.execute("RELEASE add_work")
+            raise
+        self.db.execute("RELEASE add_work")
         self._changed = True
         return True
 

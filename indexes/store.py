@@ -10,7 +10,7 @@ from pathlib import Path
 
 from indexes.collection import Collection
 from indexes.errors import CollectionNotFound
-from indexes.records import ChannelSpec, check_name
+from indexes.records import NAME_RE, ChannelSpec, check_name
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,11 @@ class Store:
         """Names of the collections stored here, sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "catalog.sqlite").is_file())
+        # a valid name only: not the hidden `.<name>.creating.*` / `.<name>.deleting.*` folders
+        # that a crash in `create` or `delete` can leave behind
+        return sorted(
+            p.name for p in self.root.iterdir() if NAME_RE.match(p.name) and (p / "catalog.sqlite").is_file()
+        )
 
     def path(self, name: str) -> Path:
         return self.root / check_name(name)

@@ -9,7 +9,6 @@ import io
 import json
 import re
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -344,13 +343,11 @@ def test_clip_tag_offline_is_unavailable(monkeypatch):
     if cached_checkpoint(open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")) is not None:
         pytest.skip("ViT-B-32/laion2b_s34b_b79k is in the local cache, so it would load")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.monotonic()
     with pytest.raises(ModelUnavailable) as info:
         load_encoder("clip:ViT-B-32/laion2b_s34b_b79k")
-    assert time.monotonic() - started < 30
     message = str(info.value)
     assert "'ViT-B-32/laion2b_s34b_b79k' are not on this machine" in message
-    assert "--encoder clip:ViT-B-32//path/to/open_clip_model.safetensors" in message
+    assert "clip:ViT-B-32//path/to/open_clip_model.safetensors" in message
 
 
 def test_clip_unknown_tag():

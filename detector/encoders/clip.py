@@ -156,7 +156,7 @@ class ClipEncoder(Encoder):
                 raise ModelUnavailable(
                     f"CLIP checkpoint {str(path)!r} does not exist or is not a file; pass the path "
                     "of an open_clip checkpoint file (open_clip_model.safetensors or "
-                    f"open_clip_pytorch_model.bin): --encoder clip:{model_name}//path/to/"
+                    f"open_clip_pytorch_model.bin) in the encoder spec: clip:{model_name}//path/to/"
                     "open_clip_model.safetensors"
                 )
             self.checkpoint = path
@@ -201,7 +201,7 @@ class ClipEncoder(Encoder):
             f"CLIP weights '{self.model_name}/{self.pretrained}' are not on this machine and "
             f"cannot be downloaded here ({why}); download the checkpoint elsewhere"
             f"{_source(tag_cfg)} (open_clip_pytorch_model.bin or .safetensors) and pass its "
-            f"path: --encoder clip:{self.model_name}//path/to/open_clip_model.safetensors"
+            f"path in the encoder spec: clip:{self.model_name}//path/to/open_clip_model.safetensors"
         )
 
     def _load_tag(self, open_clip: Any, tag_cfg: dict[str, Any]) -> tuple[Any, Any]:

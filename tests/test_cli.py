@@ -1,0 +1,108 @@
+"""The `factor4` command: help for every command, exit codes, output forms."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector.cli import EXIT_ERROR, EXIT_OK, build_parser, main
+from tests.conftest import edited_copy
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_command_has_help_text() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) >= {"create", "add", "scan", "works", "remove", "demo", "serve", "collections"}
+    for name, cmd in sub.choices.items():
+        assert cmd.description, f"factor4 {name} has no help text"
+        for action in cmd._actions:
+            if action.dest != "help":
+                assert action.help, f"factor4 {name}: argument {action.dest} has no help"
+
+
+def test_console_script_help_runs() -> None:
+    exe = shutil.which("factor4", path=str(Path(sys.executable).parent))
+    assert exe, "the factor4 console script is not installed next to this Python"
+    proc = subprocess.run([exe, "scan", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--json" in proc.stdout
+
+
+def test_create_add_works_scan_remove(capsys: pytest.CaptureFixture[str], tmp_path: Path, corpus: dict) -> None:
+    home = str(tmp_path)
+    code, out, _ = run(capsys, "--home", home, "create", "c", "--encoders", "sscd,pdq,shingles")
+    assert code == EXIT_OK and "created collection 'c'" in out
+    code, out, _ = run(capsys, "--home", home, "add", "c", str(corpus["works"] / "astronaut.png"),
+                       str(corpus["works"] / "json.txt"))
+    assert code == EXIT_OK and "2 added" in out
+    code, out, _ = run(capsys, "--home", home, "works", "c", "--json")
+    works = json.loads(out)
+    assert {w["title"] for w in works} == {"astronaut", "json"}
+
+    copy = edited_copy(corpus["works"] / "astronaut.png", tmp_path / "a.jpg")
+    code, out, _ = run(capsys, "--home", home, "scan", "c", str(copy), "--json")
+    assert code == EXIT_OK
+    [result] = json.loads(out)
+    assert result["input"] == str(copy) and result["modality"] == "image"
+    assert result["matches"][0]["verdict"] == "copy"
+    assert result["matches"][0]["work"]["source"].endswith("astronaut.png")
+
+    code, out, _ = run(capsys, "--home", home, "scan", "c", str(copy))
+    assert code == EXIT_OK and "COPY" in out and "astronaut" in out
+
+    astro = next(w["id"] for w in works if w["title"] == "astronaut")
+    code, out, _ = run(capsys, "--home", home, "remove", "c", astro)
+    assert code == EXIT_OK and astro in out
+    code, out, _ = run(capsys, "--home", home, "works", "c")
+    assert "astronaut" not in out and "1 works" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["scan", "missing", "x.png"], "no collection named 'missing'"),
+        (["create", "bad/name"], "invalid collection name"),
+        (["create", "c2", "--encoders", "bogus"], "bogus"),
+        (["remove", "c", "0123456789abcdef"], "no work"),
+    ],
+)
+def test_errors_are_one_line_with_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                          argv: list[str], message: str) -> None:
+    main(["--home", str(tmp_path), "create", "c", "--encoders", "pdq"])
+    capsys.readouterr()
+    code, _, err = run(capsys, "--home", str(tmp_path), *argv)
+    assert code == EXIT_ERROR
+    assert message in err and err.startswith("factor4: error:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_bad_inputs_give_exit_2_and_name_the_file(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                 corpus: dict) -> None:
+    home = str(tmp_path / "home")
+    main(["--home", home, "create", "c", "--encoders", "pdq,shingles"])
+    main(["--home", home, "add", "c", str(corpus["works"] / "rocket.jpg")])
+    capsys.readouterr()
+    bad = {
+        "empty.txt": b"",
+        "notes.pdf": b"%PDF-1.4 hello",
+        "binary.txt": bytes(range(256)) * 8,
+        "broken.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+    }
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+        for cmd in ("add", "scan"):
+            code, _, err = run(capsys, "--home", home, cmd, "c", str(tmp_path / name))
+            assert code == EXIT_ERROR, (cmd, name)
+            assert name in err and "Traceback" not in err
+    code, out, _ = run(capsys, "--home", home, "works", "c")
+    assert "1 works" in out

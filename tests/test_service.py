@@ -1,0 +1,62 @@
+"""The minimal HTTP service: health, scan by upload or JSON text, errors as JSON 4xx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from detector import Detector
+from service.main import create_app
+from tests.conftest import edited_copy, module_doc
+
+
+@pytest.fixture(scope="module")
+def client(home: Path) -> TestClient:
+    with TestClient(create_app(home=str(home))) as c:
+        yield c
+
+
+def test_health(client: TestClient) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["collections"] == 1
+
+
+def test_scan_upload_matches_library(client: TestClient, home: Path, corpus: dict, tmp_path: Path) -> None:
+    copy = edited_copy(corpus["works"] / "rocket.jpg", tmp_path / "r.jpg")
+    r = client.post("/collections/ref/scan", files={"file": ("r.jpg", copy.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["matches"][0]["verdict"] == "copy" and body["matches"][0]["work"]["title"] == "rocket"
+    lib = Detector(home).scan("ref", [copy])[0].to_dict()
+    assert [m["work"]["id"] for m in body["matches"]] == [m["work"]["id"] for m in lib["matches"]]
+    assert [m["score"] for m in body["matches"]] == [m["score"] for m in lib["matches"]]
+
+
+def test_scan_json_text(client: TestClient) -> None:
+    text = " ".join(module_doc("csv").split()[:150])
+    r = client.post("/collections/ref/scan", json={"text": text, "name": "out.txt"})
+    assert r.status_code == 200
+    assert r.json()["input"] == "out.txt" and r.json()["matches"][0]["work"]["title"] == "csv"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"files": {"file": ("x.png", b"not an image", "image/png")}}, 422, "bad_input"),
+        ({"files": {"file": ("x.txt", b"", "text/plain")}}, 422, "bad_input"),
+        ({"json": {"text": ""}}, 422, "invalid_request"),
+        ({"json": {"nope": 1}}, 422, "invalid_request"),
+        ({"content": b"raw", "headers": {"content-type": "text/plain"}}, 415, "http_415"),
+    ],
+)
+def test_bad_requests_get_4xx_json(client: TestClient, kwargs: dict, status: int, code: str) -> None:
+    r = client.post("/collections/ref/scan", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code and r.json()["message"]
+
+
+def test_missing_collection_is_404(client: TestClient) -> None:
+    r = client.post("/collections/nope/scan", json={"text": "hello there"})
+    assert r.status_code == 404 and r.json()["error"] == "collection_not_found"
