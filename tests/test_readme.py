@@ -1,0 +1,46 @@
+"""The README's commands are the ones CI runs, and its Python example works as written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import edited_copy, module_doc
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def code_blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_opens_with_the_two_commands_ci_runs() -> None:
+    first = code_blocks("sh")[0].strip().splitlines()
+    assert len(first) == 2
+    assert "demo" in first[0] and "pytest" in first[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in first:
+        assert command in ci, f"README command not run by .ci/run: {command}"
+
+
+def test_readme_python_example_runs(tmp_path: Path, corpus: dict, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    [example] = [b for b in code_blocks("python") if "Detector()" in b]
+    monkeypatch.setenv("FACTOR4_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "works").mkdir()
+    for name in ("chelsea.png", "rocket.jpg", "json.txt"):
+        shutil.copy(corpus["works"] / name, tmp_path / "works" / name)
+    (tmp_path / "works.csv").write_text("file,title,creator\nchelsea.png,Chelsea the cat,scikit-image\n")
+    edited_copy(tmp_path / "works" / "chelsea.png", tmp_path / "out1.png")
+    words = module_doc("json").split()
+    (tmp_path / "story.txt").write_text(" ".join(words[20:140]))
+    exec(compile(example, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "3 added; []" in out
+    assert re.search(r"out1\.png copy \('Chelsea the cat'", out)
+    assert re.search(r"story\.txt copy \('json'", out)

@@ -1,0 +1,56 @@
+"""Signals -> evidence -> score -> verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from detector import config
+from detector.scoring import combine, evidence, verdict
+
+
+@pytest.mark.parametrize("signal", sorted(config.SIGNAL_THRESHOLDS))
+def test_thresholds_land_on_the_verdict_cut_points(signal: str) -> None:
+    floor, similar, copy, ceiling = config.SIGNAL_THRESHOLDS[signal]
+    assert evidence(signal, floor) == 0.0
+    assert evidence(signal, similar) == pytest.approx(config.SIMILAR_SCORE)
+    if signal != "clip":
+        assert evidence(signal, copy) == pytest.approx(config.COPY_SCORE)
+        assert evidence(signal, ceiling) == 1.0
+
+
+@pytest.mark.parametrize("signal", sorted(config.SIGNAL_THRESHOLDS))
+def test_evidence_is_monotonic_in_the_signal(signal: str) -> None:
+    floor, _, _, ceiling = config.SIGNAL_THRESHOLDS[signal]
+    values = [floor + (ceiling - floor) * i / 50 for i in range(-5, 56)]
+    ev = [evidence(signal, v) for v in values]
+    assert ev == sorted(ev)  # distances: floor > ceiling, so values descend and evidence rises
+    assert all(0.0 <= e <= 1.0 for e in ev)
+
+
+def test_pdq_distance_smaller_is_stronger() -> None:
+    assert evidence("pdq_distance", 0) == 1.0
+    assert evidence("pdq_distance", 10) > evidence("pdq_distance", 31) > evidence("pdq_distance", 90)
+    assert evidence("pdq_distance", 200) == 0.0
+
+
+def test_clip_alone_never_makes_a_copy() -> None:
+    assert evidence("clip", 1.0) < config.COPY_SCORE
+    assert verdict(combine({"clip": 1.0})) == "similar"
+    assert verdict(combine({"clip": 1.0, "sscd": 0.9})) == "copy"
+
+
+def test_missing_signals_count_as_no_evidence() -> None:
+    assert combine({"sscd": None, "pdq_distance": None}) == 0.0
+    assert combine({}) == 0.0
+    assert combine({"sscd": float("nan")}) == 0.0
+
+
+def test_ignored_signal_does_not_count() -> None:
+    assert combine({"pdq_distance": 0.0, "sscd": 0.1}, ignore=frozenset({"pdq_distance"})) == 0.0
+
+
+def test_verdicts() -> None:
+    assert verdict(config.COPY_SCORE) == "copy"
+    assert verdict(config.COPY_SCORE - 1e-6) == "similar"
+    assert verdict(config.SIMILAR_SCORE) == "similar"
+    assert verdict(0.0) == "unrelated"
