@@ -94,14 +94,17 @@ class BoundChannels:
         return any(c.name == name for c in self.manifest.channels)
 
     # -- images ----------------------------------------------------------------------------
-    def image_vectors(self, images: Sequence[Image.Image], show_progress_bar: bool | None = False) -> dict[str, np.ndarray]:
+    def image_vectors(
+        self, images: Sequence[Image.Image], show_progress_bar: bool | None = False
+    ) -> dict[str, np.ndarray]:
         """Per channel, one row per image: float vectors or packed PDQ bits (reference side)."""
         out: dict[str, np.ndarray] = {}
         for ch in self.of("image"):
             if ch.kind == "float":
                 out[ch.name] = self.encoders[ch.name].encode(list(images), show_progress_bar=show_progress_bar)
             elif ch.name == "pdq":
-                out[ch.name] = np.stack([pdq_hash(im).to_array() for im in images]) if images else np.empty((0, 32), np.uint8)
+                rows = [pdq_hash(im).to_array() for im in images]
+                out[ch.name] = np.stack(rows) if rows else np.empty((0, PDQ_BITS // 8), np.uint8)
         return out
 
     def image_queries(self, image: Image.Image) -> tuple[dict[str, np.ndarray], int | None]:
@@ -119,7 +122,9 @@ class BoundChannels:
         return out, quality
 
     # -- texts -----------------------------------------------------------------------------
-    def text_vectors(self, passages: Sequence[str], show_progress_bar: bool | None = False) -> dict[str, np.ndarray]:
+    def text_vectors(
+        self, passages: Sequence[str], show_progress_bar: bool | None = False
+    ) -> dict[str, np.ndarray]:
         return {
             ch.name: self.encoders[ch.name].encode(list(passages), show_progress_bar=show_progress_bar)
             for ch in self.of("text")

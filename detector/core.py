@@ -152,7 +152,7 @@ class Detector:
                                                      f"encoder for {item.modality} works"))
                         else:
                             todo.append((path, item))
-                    for path, item, record, segments, vectors, postings, text in self._prepare(bound, todo, table):
+                    for record, segments, vectors, postings, text in self._prepare(bound, todo, table):
                         if w.add_work(record, segments, vectors, postings, text):
                             added.append(WorkRef.from_record(record))
                             since_commit += 1
@@ -175,7 +175,7 @@ class Detector:
             for i, (path, item) in enumerate(images):
                 rec = _record(path, item, table, width=item.width, height=item.height)
                 seg = [SegmentRecord(rec.id, 0, box=None)]
-                yield path, item, rec, seg, {k: v[i : i + 1] for k, v in vecs.items()}, None, None
+                yield rec, seg, {k: v[i : i + 1] for k, v in vecs.items()}, None, None
         for path, item in texts:
             passages = split_passages(item.text)
             if not passages:
@@ -183,7 +183,7 @@ class Detector:
             rec = _record(path, item, table)
             segs = [SegmentRecord(rec.id, p.ordinal, p.start, p.end) for p in passages]
             vecs = bound.text_vectors([p.text for p in passages])
-            yield path, item, rec, segs, vecs, bound.text_postings(item.text), item.text
+            yield rec, segs, vecs, bound.text_postings(item.text), item.text
 
     # -- scanning --------------------------------------------------------------------------
     def scan(self, name: str, inputs: Iterable[PathLike | Item], top: int = config.TOP_MATCHES) -> list[ScanResult]:

@@ -51,7 +51,7 @@ def evidence(signal: str, value: float | None) -> float:
         out = 1.0
     else:
         out = 0.0
-        for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:]), strict=False):
+        for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False):
             if x0 <= value <= x1:
                 out = y0 + (y1 - y0) * (value - x0) / (x1 - x0) if x1 > x0 else y1
                 break

@@ -32,6 +32,16 @@ def module_doc(name: str) -> str:
     return inspect.getdoc(importlib.import_module(name)) or ""
 
 
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    """Four of scikit-image's photographs, decoded to RGB."""
+    data = skimage_data()
+    return {
+        name: Image.open(data / f"{name}.{ext}").convert("RGB")
+        for name, ext in [("astronaut", "png"), ("coffee", "png"), ("chelsea", "png"), ("rocket", "jpg")]
+    }
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Reference works in `works/`, plus files that are not in the collection in `other/`."""

@@ -4,7 +4,6 @@ randomly initialised model saved to a temporary checkpoint. Nothing is downloade
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import re
@@ -26,22 +25,6 @@ from detector.encoders import (
 from detector.errors import EncoderError, ModelUnavailable
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def _skimage_data() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-image is not installed; its sample photos are the test images")
-    return Path(spec.submodule_search_locations[0]) / "data"
-
-
-@pytest.fixture(scope="module")
-def photos() -> dict[str, Image.Image]:
-    data = _skimage_data()
-    return {
-        name: Image.open(data / f"{name}.{ext}").convert("RGB")
-        for name, ext in [("astronaut", "png"), ("coffee", "png"), ("chelsea", "png"), ("rocket", "jpg")]
-    }
 
 
 def _degraded(image: Image.Image) -> Image.Image:

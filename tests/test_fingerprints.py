@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,22 +21,6 @@ from detector.fingerprints import (
     pdq_hash,
     text_shingles,
 )
-
-
-def _skimage_data() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-image is not installed; its sample photos are the test images")
-    return Path(spec.submodule_search_locations[0]) / "data"
-
-
-@pytest.fixture(scope="module")
-def photos() -> dict[str, Image.Image]:
-    data = _skimage_data()
-    return {
-        name: Image.open(data / f"{name}.{ext}").convert("RGB")
-        for name, ext in [("astronaut", "png"), ("coffee", "png"), ("chelsea", "png"), ("rocket", "jpg")]
-    }
 
 
 def _jpeg(image: Image.Image, quality: int, scale: float = 1.0) -> Image.Image:
