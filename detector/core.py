@@ -28,7 +28,16 @@ from detector.errors import InputError
 from detector.fingerprints import text_shingles
 from detector.progress import progress
 from detector.results import AddFailure, AddReport, Match, ScanResult, WorkRef
-from detector.works import ImageItem, Item, MetadataTable, TextItem, read_item, read_metadata, split_passages
+from detector.works import (
+    ImageItem,
+    Item,
+    MetadataTable,
+    TextItem,
+    read_item,
+    read_metadata,
+    split_passages,
+    word_spans,
+)
 from indexes import Collection, Manifest, SegmentRecord, Store, WorkRecord
 
 log = logging.getLogger(__name__)
@@ -178,8 +187,6 @@ class Detector:
                 yield rec, seg, {k: v[i : i + 1] for k, v in vecs.items()}, None, None
         for path, item in texts:
             passages = split_passages(item.text)
-            if not passages:
-                continue
             rec = _record(path, item, table)
             segs = [SegmentRecord(rec.id, p.ordinal, p.start, p.end) for p in passages]
             vecs = bound.text_vectors([p.text for p in passages])
@@ -231,7 +238,7 @@ def _record(path: Path, item: Item, table: MetadataTable | None, **dims: int) ->
 
 
 def _read_batches(files: list[Path], batch_size: int, failed: list[AddFailure]) -> Iterator[list[tuple[Path, Item]]]:
-    """Decode files on a thread pool, a batch ahead of the encoders."""
+    """Decode files on a thread pool, one batch ahead of the encoders (decoding overlaps encoding)."""
     def load(path: Path) -> tuple[Path, Item | None, str | None]:
         try:
             return path, read_item(path), None
@@ -239,11 +246,18 @@ def _read_batches(files: list[Path], batch_size: int, failed: list[AddFailure]) 
             return path, None, str(exc)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(files), batch_size):
+        starts = range(0, len(files), batch_size)
+        pending = [pool.submit(load, f) for f in files[:batch_size]]
+        for start in starts:
+            current = pending
+            pending = [pool.submit(load, f) for f in files[start + batch_size : start + 2 * batch_size]]
             batch = []
-            for path, item, err in pool.map(load, files[start : start + batch_size]):
+            for future in current:
+                path, item, err = future.result()
                 if item is None:
-                    failed.append(AddFailure(str(path), err or "unreadable"))
+                    failed.append(AddFailure(str(path), err or f"{path}: unreadable"))
+                elif isinstance(item, TextItem) and not word_spans(item.text):
+                    failed.append(AddFailure(str(path), f"{path}: text has no words to index"))
                 else:
                     batch.append((path, item))
             yield batch

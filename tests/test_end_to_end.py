@@ -128,9 +128,10 @@ def test_bad_files_are_reported_and_nothing_changes(tmp_path: Path, corpus: dict
     (bad / "empty.png").write_bytes(b"")
     (bad / "truncated.jpg").write_bytes((corpus["works"] / "rocket.jpg").read_bytes()[:2000])
     (bad / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (bad / "punctuation.txt").write_text("!!! ... ???")
     before = det.manifest("c").counts
     report = det.add("c", [bad])
-    assert not report.added and len(report.failed) == 3
+    assert not report.added and len(report.failed) == 4
     assert all(Path(f.path).name in f.error for f in report.failed)
     assert det.manifest("c").counts == before
     with pytest.raises(InputError, match="empty"):
