@@ -112,6 +112,20 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _dead_writer_tmp(file: Path) -> bool:
+    """True if *file* is a `write_atomic` temporary file of a process that no longer runs."""
+    parts = file.name.split(".")
+    if len(parts) < 4 or parts[-1] != "tmp" or not parts[-3].isdigit():
+        return False
+    try:
+        os.kill(int(parts[-3]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _new_index(spec: ChannelSpec) -> Any:
     if spec.kind == "float":
         metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "ip" else faiss.METRIC_L2
@@ -486,6 +500,10 @@ class Collection:
         for file in (self.path / "vectors").iterdir():
             if file.name not in keep:
                 log.info("removing leftover file %s from an unfinished commit", file)
+                file.unlink(missing_ok=True)
+        for file in self.path.glob("*.tmp"):  # e.g. manifest.json of a writer killed mid-write
+            if _dead_writer_tmp(file):
+                log.info("removing leftover file %s of a process that was stopped", file)
                 file.unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:

@@ -123,6 +123,7 @@ class Child:
         deadline = time.monotonic() + TIMEOUT
         while sum(ln.split()[0] == word for ln in self.lines) < nth:
             if not self._read(max(0.0, deadline - time.monotonic())) or time.monotonic() > deadline:
+                self.proc.kill()
                 raise AssertionError(f"child never printed {word!r} #{nth}; it printed {self.lines[-5:]}, "
                                      f"stderr: {self.stderr_path.read_text()[-3000:]}")
 

@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -647,6 +649,13 @@ def test_stray_files_are_removed_when_a_writer_opens(store: Store, coll: Collect
     strays = ["emb.000002.faiss", "bits.000002.faiss.tmp", "emb.000077.faiss"]
     for name in strays:
         (vectors / name).write_bytes(b"half written")
+    # a manifest half written by a process that was killed, and one a live process is writing
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_tmp = coll.path / f"manifest.json.{int(gone.stdout)}.1.tmp"
+    live_tmp = coll.path / f"manifest.json.{os.getpid()}.1.tmp"
+    dead_tmp.write_text("{")
+    live_tmp.write_text("{")
     coll.close()
     with store.open("refs") as reader:  # readers leave them alone
         assert set(strays) <= set(vector_files(reader))
@@ -654,6 +663,7 @@ def test_stray_files_are_removed_when_a_writer_opens(store: Store, coll: Collect
         with again.writer():
             pass
         assert vector_files(again) == current
+        assert not dead_tmp.exists() and live_tmp.exists()
         assert again.check() == [] and len(again) == 2
         fill_more = image_work(3)
         with again.writer() as w:
