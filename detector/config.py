@@ -42,6 +42,8 @@ SHINGLE_WORDS = 5
 #: Images are resized to this square before SSCD (the SSCD authors' recommended inference size).
 SSCD_SIZE = 288
 ENCODE_BATCH_SIZE = 32
+#: A bulk add commits after this many new works, so an interruption keeps what was done.
+ADD_COMMIT_EVERY = 256
 
 # --- search and scoring --------------------------------------------------------------------
 #: Nearest segments fetched per query vector.

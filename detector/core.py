@@ -134,7 +134,7 @@ class Detector:
         meta: PathLike | MetadataTable | None = None,
         show_progress_bar: bool | None = None,
         batch_size: int = config.ENCODE_BATCH_SIZE,
-        commit_every: int = 256,
+        commit_every: int = config.ADD_COMMIT_EVERY,
     ) -> AddReport:
         """Add the files (and the supported files inside folders) to collection *name*.
 
@@ -151,6 +151,7 @@ class Detector:
             coll, bound = self._collection(name)
             with coll.writer() as w, progress(len(files), "adding works", show_progress_bar) as bar:
                 since_commit = 0
+                seen_failed = 0
                 for batch in _read_batches(files, batch_size, failed):
                     todo: list[tuple[Path, Item]] = []
                     for path, item in batch:
@@ -167,7 +168,8 @@ class Detector:
                             since_commit += 1
                         else:  # the same file twice in one batch
                             dups.append(WorkRef.from_record(coll.work(record.id)))
-                    bar.update(len(batch))
+                    bar.update(len(batch) + len(failed) - seen_failed)
+                    seen_failed = len(failed)
                     if since_commit >= commit_every:
                         w.commit()
                         since_commit = 0
