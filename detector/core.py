@@ -25,7 +25,7 @@ import numpy as np
 from detector import config, scoring
 from detector.channels import BoundChannels, channel_spec, normalise_specs
 from detector.errors import InputError
-from detector.fingerprints import text_shingles
+from detector.fingerprints import PDQ_MIN_QUALITY, text_shingles
 from detector.progress import progress
 from detector.results import AddFailure, AddReport, Match, ScanResult, WorkRef
 from detector.works import (
@@ -213,8 +213,7 @@ class Detector:
             else:
                 per_work = _scan_text(coll, bound, item)
             matches = []
-            for wid, (signals, excerpt) in per_work.items():
-                ignore = frozenset({"pdq_distance"}) if signals.pop("_pdq_unreliable", None) else frozenset()
+            for wid, (signals, excerpt, ignore) in per_work.items():
                 score = scoring.combine(signals, ignore)
                 matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score),
                                      signals, excerpt))
@@ -265,7 +264,11 @@ def _read_batches(files: list[Path], batch_size: int, failed: list[AddFailure]) 
             yield batch
 
 
-def _scan_image(coll: Collection, bound: BoundChannels, item: ImageItem) -> dict[str, tuple[dict, str | None]]:
+#: Per work: raw signals, an excerpt (texts), and the signals too unreliable to count.
+PerWork = dict[str, tuple[dict[str, float | None], str | None, frozenset[str]]]
+
+
+def _scan_image(coll: Collection, bound: BoundChannels, item: ImageItem) -> PerWork:
     queries, quality = bound.image_queries(item.image)
     signals: dict[str, dict[str, float | None]] = defaultdict(dict)
     for ch in bound.of("image"):
@@ -282,17 +285,13 @@ def _scan_image(coll: Collection, bound: BoundChannels, item: ImageItem) -> dict
                 val = float(s)
                 if old is None or (val < old if ch.kind == "binary" else val > old):
                     signals[wid][key] = val
-    out = {}
     names = ["pdq_distance" if c.kind == "binary" else c.name for c in bound.of("image")]
-    for wid, sig in signals.items():
-        full = {n: sig.get(n) for n in names}
-        if quality is not None and quality < 50:
-            full["_pdq_unreliable"] = 1.0
-        out[wid] = (full, None)
-    return out
+    # PDQ's authors call hashes of quality < 50 (flat images) unreliable: report, don't count
+    ignore = frozenset({"pdq_distance"}) if quality is not None and quality < PDQ_MIN_QUALITY else frozenset()
+    return {wid: ({n: sig.get(n) for n in names}, None, ignore) for wid, sig in signals.items()}
 
 
-def _scan_text(coll: Collection, bound: BoundChannels, item: TextItem) -> dict[str, tuple[dict, str | None]]:
+def _scan_text(coll: Collection, bound: BoundChannels, item: TextItem) -> PerWork:
     signals: dict[str, dict[str, float | None]] = defaultdict(dict)
     excerpts: dict[str, str] = {}
     for ch in bound.of("text"):
@@ -331,7 +330,7 @@ def _scan_text(coll: Collection, bound: BoundChannels, item: TextItem) -> dict[s
     if bound.has("shingles"):
         names += ["shingle_coverage", "longest_run_words"]
     return {wid: ({n: sig.get(n, 0.0 if n in ("shingle_coverage", "longest_run_words") else None) for n in names},
-                  excerpts.get(wid)) for wid, sig in signals.items()}
+                  excerpts.get(wid), frozenset()) for wid, sig in signals.items()}
 
 
 def _longest_run(mask: np.ndarray) -> tuple[int, int]:
