@@ -18,7 +18,7 @@ from PIL import Image
 from detector import config
 from detector.encoders import FINGERPRINTS, Encoder, load_encoder, parse_spec
 from detector.errors import EncoderError, EncoderMismatch
-from detector.fingerprints import PDQ_BITS, pdq_dihedral, pdq_hash, text_shingles
+from detector.fingerprints import PDQ_BITS, pdq_dihedral, pdq_hash, text_shingles, winnow
 from indexes import ChannelSpec, Manifest
 
 
@@ -135,6 +135,8 @@ class BoundChannels:
         out = {}
         for ch in self.of("text"):
             if ch.name == "shingles":
+                # winnowed keys, each with the character offset of its first word in the work
                 sh = text_shingles(text, config.SHINGLE_WORDS)
-                out[ch.name] = (sh.keys, np.arange(len(sh.keys), dtype=np.int64))
+                kept = winnow(sh.keys, config.SHINGLE_WINNOW)
+                out[ch.name] = (sh.keys[kept], sh.word_spans[kept, 0].astype(np.int64))
         return out

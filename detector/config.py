@@ -37,6 +37,36 @@ PASSAGE_WORDS = 120
 PASSAGE_OVERLAP = 40
 #: Word n-gram length of the exact text fingerprint.
 SHINGLE_WORDS = 5
+#: Winnowing window: a work stores the smallest of every SHINGLE_WINNOW consecutive shingle keys
+#: (~2/(w+1) of them), which still finds every verbatim run of SHINGLE_WORDS + SHINGLE_WINNOW - 1
+#: words. 1 stores every key.
+SHINGLE_WINNOW = 4
+
+# --- text alignment ------------------------------------------------------------------------
+#: Most unmatched words tolerated between two aligned words (replaced, inserted or deleted).
+ALIGN_GAP = 4
+#: Fewest matched words an aligned stretch needs to be reported.
+ALIGN_MIN_WORDS = 6
+#: A run of at least this many consecutive equal words is a "verbatim" span; shorter runs
+#: inside an aligned stretch make it "near".
+VERBATIM_MIN_WORDS = 8
+#: Cap on equal-word pairs examined per output and work region (the most frequent words go first).
+ALIGN_MAX_PAIRS = 2_000_000
+#: A stretch with at least this share of its output words matched in order is near-verbatim;
+#: below it, reworded ("paraphrase").
+NEAR_DENSITY = 0.6
+#: Candidate works aligned per output: this many by shared n-grams, and this many by embeddings.
+ALIGN_WORKS = 10
+#: Similar passages of a candidate work whose neighbourhood is aligned.
+ALIGN_PASSAGES = 8
+#: Around a shared n-gram, the work is aligned this far (characters) each way, at most.
+ALIGN_REGION_CHARS = 20_000
+#: Most characters of one work aligned with one output.
+ALIGN_MAX_REGION_CHARS = 400_000
+#: A phrase held by at least this many works of a collection is common text: reported, discounted.
+COMMON_MIN_WORKS = 3
+#: Most words in one output text; longer ones are refused (split them).
+MAX_SCAN_WORDS = 50_000
 
 # --- encoders ------------------------------------------------------------------------------
 #: Images are resized to this square before SSCD (the SSCD authors' recommended inference size).
@@ -64,13 +94,30 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
     "pdq_distance": (128.0, 70.0, 31.0, 0.0),
     # MiniLM cosine of the best output window with the best passage.
     "minilm": (0.40, 0.75, 0.97, 1.00),
-    # Share of the output's words covered by 5-word runs found verbatim in the work.
-    "shingle_coverage": (0.0, 0.10, 0.35, 1.0),
-    # Longest verbatim run, in words.
-    "longest_run_words": (4.0, 12.0, 30.0, 120.0),
+    # Words of one aligned stretch matched in order to the work, in verbatim and near-verbatim
+    # pieces (at least NEAR_DENSITY of their words equal), after the common-text discount.
+    "copied_words": (4.0, 8.0, 16.0, 60.0),
+    # Words of one aligned stretch matched in order, reworded pieces included. Capped below
+    # COPY_SCORE: rewording is "similar", never a copy by itself.
+    "aligned_words": (5.0, 10.0, 20.0, 60.0),
     # CLIP cosine: same subject / style. Capped below COPY_SCORE; never a copy by itself.
     "clip": (0.50, 0.85, 1.01, 1.02),
 }
+
+
+# --- calibration ---------------------------------------------------------------------------
+#: Outputs made from the collection's own works to learn how unrelated outputs score: at most
+#: CALIBRATION_QUERIES in all, CALIBRATION_PER_WORK per work, from CALIBRATION_MAX_WORKS works.
+CALIBRATION_QUERIES = 300
+CALIBRATION_PER_WORK = 12
+CALIBRATION_MAX_WORKS = 150
+#: Lengths (words) of the text calibration outputs, used in turn.
+CALIBRATION_TEXT_WORDS = (30, 120, 300)
+#: Works sharing this share of their n-gram keys are near-duplicates: left out together.
+NEAR_DUPLICATE_SHARE = 0.5
+#: A calibration is redone when the number of works has changed by more than this share (or,
+#: in collections under 20 works, at all) since it was made.
+CALIBRATION_STALE_SHARE = 0.05
 
 
 def home(path: str | os.PathLike[str] | None = None) -> Path:

@@ -18,16 +18,17 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from detector import config, scoring
+from detector.calibration import NullScores, calibrate_text, is_stale
 from detector.channels import BoundChannels, channel_spec, normalise_specs
 from detector.errors import InputError
-from detector.fingerprints import PDQ_MIN_QUALITY, text_shingles
+from detector.fingerprints import PDQ_MIN_QUALITY
 from detector.progress import progress
-from detector.results import AddFailure, AddReport, Match, ScanResult, WorkRef
+from detector.results import AddFailure, AddReport, Calibration, Match, ScanResult, WorkRef
+from detector.textscan import check_output, scan_text
 from detector.works import (
     ImageItem,
     Item,
@@ -36,6 +37,7 @@ from detector.works import (
     read_item,
     read_metadata,
     split_passages,
+    text_item,
     word_spans,
 )
 from indexes import Collection, Manifest, SegmentRecord, Store, WorkRecord
@@ -208,17 +210,65 @@ class Detector:
             coll, bound = self._collection(name)
             if not bound.of(item.modality):
                 raise InputError(f"{item.name}: collection {name!r} has no encoder for {item.modality} outputs")
-            if isinstance(item, ImageItem):
-                per_work = _scan_image(coll, bound, item)
-            else:
-                per_work = _scan_text(coll, bound, item)
-            matches = []
-            for wid, (signals, excerpt, ignore) in per_work.items():
+            if isinstance(item, TextItem):
+                check_output(item.text, item.name)  # refuse a bad output before any calibration
+            null = self._null_scores(coll, bound, item.modality)
+            matches = self._matches(coll, bound, item)[:top]
+            if null is not None:
+                matches = [replace(m, fpr=null.fpr(m.score)) for m in matches]
+            return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches),
+                              None if null is None else null.info)
+
+    def _matches(self, coll: Collection, bound: BoundChannels, item: Item,
+                 exclude: frozenset[str] = frozenset()) -> list[Match]:
+        """Every work the output matches, best first (no fpr yet)."""
+        matches = []
+        if isinstance(item, ImageItem):
+            for wid, (signals, ignore) in _scan_image(coll, bound, item).items():
                 score = scoring.combine(signals, ignore)
+                matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score), signals))
+        else:
+            for wid, ev in scan_text(coll, bound, item.text, item.name, exclude).items():
+                score = scoring.combine(ev.signals)
                 matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score),
-                                     signals, excerpt))
-            matches.sort(key=lambda m: (-m.score, m.work.id))
-            return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches[:top]))
+                                     ev.signals, ev.excerpt, spans=tuple(ev.spans)))
+        matches.sort(key=lambda m: (-m.score, m.work.id))
+        return matches
+
+    # -- calibration -----------------------------------------------------------------------
+    def calibrate(self, name: str, show_progress_bar: bool | None = None) -> Calibration | None:
+        """Learn collection *name*'s false-positive rates now (scans do it when the collection
+        has changed; see `detector.calibration`). None if it has too few works to learn from."""
+        with self._lock:
+            coll, bound = self._collection(name)
+            null = self._calibrate(coll, bound, "text", show_progress_bar)
+            return None if null is None else null.info
+
+    def _null_scores(self, coll: Collection, bound: BoundChannels, modality: str) -> NullScores | None:
+        stored = coll.calibration(modality)
+        if stored is not None:
+            null = NullScores.from_dict(stored[1])
+            if not is_stale(null, len(coll.works(modality)), coll.generation):
+                return null if null.info.queries else None
+        if modality != "text":
+            return None  # image calibration: not built yet
+        return self._calibrate(coll, bound, modality, None)
+
+    def _calibrate(self, coll: Collection, bound: BoundChannels, modality: str,
+                   show_progress_bar: bool | None) -> NullScores | None:
+        def top_score(text: str, exclude: frozenset[str]) -> float:
+            found = self._matches(coll, bound, text_item(text, "<calibration>"), exclude)
+            return found[0].score if found else 0.0
+
+        generation = coll.generation
+        null = calibrate_text(coll, top_score, show_progress_bar) if bound.of("text") else None
+        stored = null or NullScores(
+            Calibration(modality, generation, 0, len(coll.works(modality)), "too few unrelated works"), ()
+        )
+        with coll.writer() as w:
+            if coll.generation == generation:  # else the collection changed meanwhile: keep it unsaved
+                w.set_calibration(modality, generation, stored.to_dict())
+        return null
 
 
 def _record(path: Path, item: Item, table: MetadataTable | None, **dims: int) -> WorkRecord:
@@ -264,11 +314,11 @@ def _read_batches(files: list[Path], batch_size: int, failed: list[AddFailure]) 
             yield batch
 
 
-#: Per work: raw signals, an excerpt (texts), and the signals too unreliable to count.
-PerWork = dict[str, tuple[dict[str, float | None], str | None, frozenset[str]]]
+#: Per work: raw signals, and the signals too unreliable to count.
+ImageEvidence = dict[str, tuple[dict[str, float | None], frozenset[str]]]
 
 
-def _scan_image(coll: Collection, bound: BoundChannels, item: ImageItem) -> PerWork:
+def _scan_image(coll: Collection, bound: BoundChannels, item: ImageItem) -> ImageEvidence:
     queries, quality = bound.image_queries(item.image)
     signals: dict[str, dict[str, float | None]] = defaultdict(dict)
     for ch in bound.of("image"):
@@ -288,57 +338,4 @@ def _scan_image(coll: Collection, bound: BoundChannels, item: ImageItem) -> PerW
     names = ["pdq_distance" if c.kind == "binary" else c.name for c in bound.of("image")]
     # PDQ's authors call hashes of quality < 50 (flat images) unreliable: report, don't count
     ignore = frozenset({"pdq_distance"}) if quality is not None and quality < PDQ_MIN_QUALITY else frozenset()
-    return {wid: ({n: sig.get(n) for n in names}, None, ignore) for wid, sig in signals.items()}
-
-
-def _scan_text(coll: Collection, bound: BoundChannels, item: TextItem) -> PerWork:
-    signals: dict[str, dict[str, float | None]] = defaultdict(dict)
-    excerpts: dict[str, str] = {}
-    for ch in bound.of("text"):
-        if ch.kind == "float":
-            windows = split_passages(item.text)
-            if not windows:
-                raise InputError(f"{item.name}: text has no words to compare")
-            q = bound.encoders[ch.name].encode([w.text for w in windows])
-            scores, ids = coll.search(ch.name, q, config.SEARCH_K)
-            segs = coll.segments(ids.ravel().tolist())
-            for s, i in zip(scores.ravel(), ids.ravel(), strict=True):
-                if i >= 0 and int(i) in segs:
-                    wid = segs[int(i)].work_id
-                    signals[wid][ch.name] = max(float(s), signals[wid].get(ch.name) or -1.0)
-        elif ch.name == "shingles":
-            sh = text_shingles(item.text, config.SHINGLE_WORDS)
-            if len(sh.keys) == 0:
-                raise InputError(f"{item.name}: text has no words to compare")
-            hits: dict[str, set[int]] = defaultdict(set)
-            for key, wid, _pos in coll.lookup_postings(ch.name, sh.keys):
-                hits[wid].add(key)
-            n_words = len(sh.word_spans)
-            width = min(config.SHINGLE_WORDS, n_words)
-            for wid, keys in hits.items():
-                covered = np.zeros(n_words, dtype=bool)
-                for pos in np.flatnonzero(np.isin(sh.keys, np.fromiter(keys, dtype=np.int64))):
-                    covered[pos : pos + width] = True
-                run_start, run_len = _longest_run(covered)
-                signals[wid]["shingle_coverage"] = float(covered.mean())
-                signals[wid]["longest_run_words"] = float(run_len)
-                if run_len:
-                    a = int(sh.word_spans[run_start][0])
-                    b = int(sh.word_spans[run_start + run_len - 1][1])
-                    excerpts[wid] = item.text[a:b]
-    names = [c.name for c in bound.of("text") if c.kind == "float"]
-    if bound.has("shingles"):
-        names += ["shingle_coverage", "longest_run_words"]
-    return {wid: ({n: sig.get(n, 0.0 if n in ("shingle_coverage", "longest_run_words") else None) for n in names},
-                  excerpts.get(wid), frozenset()) for wid, sig in signals.items()}
-
-
-def _longest_run(mask: np.ndarray) -> tuple[int, int]:
-    """(start, length) of the longest run of True in *mask*; (0, 0) if none."""
-    if not mask.any():
-        return 0, 0
-    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    starts, ends = edges[::2], edges[1::2]
-    k = int(np.argmax(ends - starts))
-    return int(starts[k]), int(ends[k] - starts[k])
+    return {wid: ({n: sig.get(n) for n in names}, ignore) for wid, sig in signals.items()}

@@ -30,6 +30,8 @@ __all__ = [
     "pdq_distance_flip_aware",
     "pdq_hash",
     "text_shingles",
+    "winnow",
+    "word_keys",
 ]
 
 # --- PDQ -----------------------------------------------------------------------------------
@@ -240,3 +242,36 @@ def text_shingles(text: str, n: int = config.SHINGLE_WORDS) -> Shingles:
     keys.setflags(write=False)
     spans.setflags(write=False)
     return Shingles(keys=keys, word_spans=spans, n=n)
+
+
+def winnow(keys: np.ndarray, window: int = config.SHINGLE_WINNOW) -> np.ndarray:
+    """Indices of the shingles that winnowing keeps: in every run of *window* consecutive keys,
+    the (rightmost) smallest one. Any run of ``window`` shingles shared by two texts therefore
+    shares at least one kept key, so storing only these still finds every verbatim run of
+    ``n + window - 1`` words (Schleimer, Wilkerson and Aiken, SIGMOD 2003), with about
+    2 / (window + 1) of the keys."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive int, got {window!r}")
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if window == 1 or len(keys) == 1:
+        return np.arange(len(keys), dtype=np.int64)
+    w = min(window, len(keys))
+    views = np.lib.stride_tricks.sliding_window_view(keys, w)
+    rightmost = w - 1 - np.argmin(views[:, ::-1], axis=1)
+    return np.unique(rightmost + np.arange(len(views)))
+
+
+def word_keys(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each word of *text* as an int64 key of its normalised form (equal words, equal keys), and
+    the words' (start, end) character spans: what the text aligner compares."""
+    matches = list(WORD_RE.finditer(text))
+    spans = np.fromiter(
+        chain.from_iterable(map(re.Match.span, matches)), dtype=np.int64, count=2 * len(matches)
+    ).reshape(-1, 2)
+    raw_words = [m.group() for m in matches]
+    distinct = list(dict.fromkeys(raw_words))
+    forms = dict(zip(distinct, _keys(normalise_word(w).encode("utf-8") for w in distinct).tolist(), strict=True))
+    keys = np.fromiter((forms[w] for w in raw_words), dtype=np.int64, count=len(raw_words))
+    return keys, spans

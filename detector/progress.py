@@ -10,11 +10,11 @@ from tqdm.auto import tqdm
 
 
 @contextlib.contextmanager
-def progress(total: int, desc: str, show: bool | None = None) -> Iterator[tqdm]:
+def progress(total: int, desc: str, show: bool | None = None, unit: str = "file") -> Iterator[tqdm]:
     """A tqdm bar on stderr. *show* None means: only when stderr is a terminal."""
     if show is None:
         show = sys.stderr.isatty()
-    bar = tqdm(total=total, desc=desc, unit="file", disable=not show, file=sys.stderr, leave=False)
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=not show, file=sys.stderr, leave=False)
     try:
         yield bar
     finally:

@@ -20,6 +20,54 @@ from indexes import WorkRecord
 
 Verdict = Literal["copy", "similar", "unrelated"]
 VERDICTS: tuple[Verdict, ...] = ("copy", "similar", "unrelated")
+SpanKind = Literal["verbatim", "near", "paraphrase"]
+
+
+@dataclass(frozen=True)
+class TextSpan:
+    """A stretch of the output and the stretch of the work it comes from, as character offsets
+    (end exclusive) into the output's text and the work's stored text.
+
+    kind: "verbatim" = at least `config.VERBATIM_MIN_WORDS` consecutive words equal;
+    "near" = aligned word for word with a few words replaced, inserted or dropped (at least
+    `config.NEAR_DENSITY` of the output's words matched); "paraphrase" = the same content
+    reworded: fewer words match in order, or (with no word alignment) the passage embeddings
+    agree at or above the "similar" threshold. `words` counts the output words matched in
+    order (for an embedding-only paraphrase, the words of the output window). A `discounted`
+    span is a phrase that `shared_by` works of the collection hold: it is reported but not
+    counted as evidence of copying this work.
+    """
+
+    output_start: int
+    output_end: int
+    work_start: int
+    work_end: int
+    kind: SpanKind
+    words: int
+    discounted: bool = False
+    shared_by: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if not self.discounted:
+            del out["shared_by"]
+        return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a match's `fpr` was estimated from: the top scores of `queries` outputs made from
+    the collection's own works (each scanned with its source work, and works nearly identical
+    to it, left out), when the collection was at `generation`."""
+
+    modality: str
+    generation: int
+    queries: int
+    works: int
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -52,8 +100,10 @@ class Match:
     (see `detector.scoring`). `verdict` reads the score: "copy" at or above
     `config.COPY_SCORE`, "similar" at or above `config.SIMILAR_SCORE`, else "unrelated".
     `signals` holds each channel's raw value (None where the channel did not find this work
-    among its nearest neighbours); `excerpt` shows, for texts, the longest passage of the
-    output found verbatim in the work.
+    among its nearest neighbours); `excerpt` shows, for texts, the output's strongest copied
+    stretch. `fpr` estimates how often an output that copies nothing of this collection gets a
+    top match scoring this high (see `ScanResult.calibration`; None when the collection has too
+    few works to tell). Text matches carry `spans`, each output stretch and where it comes from.
     """
 
     work: WorkRef
@@ -61,14 +111,21 @@ class Match:
     verdict: Verdict
     signals: dict[str, float | None]
     excerpt: str | None = None
+    fpr: float | None = None
+    spans: tuple[TextSpan, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "work": self.work.to_dict(),
             "score": round(self.score, 4),
             "verdict": self.verdict,
+            "fpr": None if self.fpr is None else round(self.fpr, 6),
             "signals": {k: (None if v is None else round(float(v), 4)) for k, v in self.signals.items()},
         }
+        if self.work.modality == "text":
+            out["coverage"] = round(float(self.signals.get("coverage") or 0.0), 4)
+            out["longest_run_words"] = int(self.signals.get("longest_run_words") or 0)
+            out["spans"] = [s.to_dict() for s in self.spans]
         if self.excerpt is not None:
             out["excerpt"] = self.excerpt
         return out
@@ -83,6 +140,7 @@ class ScanResult:
     modality: str
     collection: str
     matches: tuple[Match, ...]
+    calibration: Calibration | None = None
 
     @property
     def best(self) -> Match | None:
@@ -99,6 +157,7 @@ class ScanResult:
             "modality": self.modality,
             "collection": self.collection,
             "matches": [m.to_dict() for m in self.matches],
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
 

@@ -32,7 +32,7 @@ from detector import config
 from detector.results import Verdict
 
 #: Signals whose evidence may never reach a copy verdict on their own.
-NEVER_COPY = frozenset({"clip"})
+NEVER_COPY = frozenset({"clip", "aligned_words"})
 
 
 def evidence(signal: str, value: float | None) -> float:

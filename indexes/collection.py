@@ -72,13 +72,23 @@ CREATE TABLE texts(
     body TEXT NOT NULL
 );
 CREATE TABLE postings(
-    channel TEXT NOT NULL,
+    channel INTEGER NOT NULL,
     key INTEGER NOT NULL,
+    work_num INTEGER NOT NULL,
+    pos INTEGER NOT NULL,
+    PRIMARY KEY (channel, key, work_num, pos)
+) WITHOUT ROWID;
+CREATE TABLE work_keys(
     work_num INTEGER NOT NULL REFERENCES works(num) ON DELETE CASCADE,
-    pos INTEGER NOT NULL
+    channel INTEGER NOT NULL,
+    keys BLOB NOT NULL,
+    PRIMARY KEY (work_num, channel)
 );
-CREATE INDEX postings_key ON postings(channel, key);
-CREATE INDEX postings_work ON postings(work_num);
+CREATE TABLE calibration(
+    name TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
 """
 
 _WORK_COLUMNS = (
@@ -442,9 +452,13 @@ class Collection:
         q = np.ascontiguousarray(queries, dtype=np.float32 if spec.kind == "float" else np.uint8)
         return index.search(q, k)
 
+    def _channel_num(self, channel: str) -> int:
+        self.manifest.channel(channel)  # raises for an unknown channel
+        return [c.name for c in self.manifest.channels].index(channel)
+
     def lookup_postings(self, channel: str, keys: np.ndarray) -> list[tuple[int, str, int]]:
         """Every (key, work id, position) stored under *channel* for the given keys."""
-        self.manifest.channel(channel)
+        num = self._channel_num(channel)
         uniq = np.unique(np.asarray(keys, dtype=np.int64)).tolist()
         out: list[tuple[int, str, int]] = []
         for chunk in range(0, len(uniq), 900):
@@ -453,7 +467,7 @@ class Collection:
                 self.db.execute(
                     "SELECT key, works.id, pos FROM postings JOIN works ON works.num = postings.work_num "
                     f"WHERE channel = ? AND key IN ({','.join('?' * len(part))})",
-                    [channel, *part],
+                    [num, *part],
                 ).fetchall()
             )
         return [tuple(r) for r in out]  # type: ignore[misc]
@@ -464,6 +478,32 @@ class Collection:
         for key, work_id, _ in self.lookup_postings(channel, keys):
             freq.setdefault(key, set()).add(work_id)
         return {k: len(v) for k, v in freq.items()}
+
+    def work_keys(self, work_id: str, channel: str) -> np.ndarray:
+        """The distinct keys a work holds in postings channel *channel* (int64, sorted)."""
+        row = self.db.execute(
+            "SELECT keys FROM work_keys JOIN works ON works.num = work_keys.work_num "
+            "WHERE works.id = ? AND channel = ?",
+            (work_id, self._channel_num(channel)),
+        ).fetchone()
+        return np.zeros(0, np.int64) if row is None else np.frombuffer(row[0], dtype="<i8").astype(np.int64)
+
+    def text_slice(self, work_id: str, start: int, end: int) -> str:
+        """Characters start..end of a text work's body ('' past its end)."""
+        if start < 0 or end < start:
+            raise CollectionError(f"bad text slice {start}..{end}")
+        row = self.db.execute(
+            "SELECT substr(body, ?, ?) FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?",
+            (start + 1, end - start, work_id),
+        ).fetchone()
+        if row is None:
+            raise CollectionError(f"collection {self.name!r} has no text for work {work_id}")
+        return row[0]
+
+    def calibration(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """The stored calibration *name* as (generation it was computed at, body), or None."""
+        row = self.db.execute("SELECT generation, body FROM calibration WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (int(row[0]), json.loads(row[1]))
 
     # -- writing ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -537,6 +577,11 @@ class Collection:
         ).fetchone()[0]
         if orphans:
             problems.append(f"{orphans} works without segments")
+        stray = self.db.execute(
+            "SELECT count(*) FROM postings WHERE work_num NOT IN (SELECT num FROM works)"
+        ).fetchone()[0]
+        if stray:
+            problems.append(f"{stray} posting keys of works that are not stored")
         return problems
 
 
@@ -623,10 +668,18 @@ class Writer:
             for spec in channels:
                 if spec.kind == "postings":
                     keys, pos = (postings or {}).get(spec.name, (np.empty(0, np.int64), np.empty(0, np.int64)))
+                    keys = np.asarray(keys, dtype=np.int64)
+                    pos = np.asarray(pos, dtype=np.int64)
+                    if keys.shape != pos.shape or keys.ndim != 1:
+                        raise CollectionError(f"work {work.source}: posting keys and positions differ in shape")
+                    chan = self.coll._channel_num(spec.name)
                     self.db.executemany(
-                        "INSERT INTO postings (channel, key, work_num, pos) VALUES (?,?,?,?)",
-                        zip([spec.name] * len(keys), np.asarray(keys).tolist(), [num] * len(keys),
-                            np.asarray(pos).tolist(), strict=True),
+                        "INSERT OR IGNORE INTO postings (channel, key, work_num, pos) VALUES (?,?,?,?)",
+                        zip([chan] * len(keys), keys.tolist(), [num] * len(keys), pos.tolist(), strict=True),
+                    )
+                    self.db.execute(
+                        "INSERT INTO work_keys (work_num, channel, keys) VALUES (?,?,?)",
+                        (num, chan, np.unique(keys).astype("<i8").tobytes()),
                     )
                     continue
                 dtype = np.float32 if spec.kind == "float" else np.uint8
@@ -657,9 +710,23 @@ class Writer:
         for spec in self.coll.manifest.channels:
             if spec.kind != "postings" and spec.modality == row[1] and len(ids):
                 self._index(spec.name).remove_ids(ids)
+        # postings are keyed by (channel, key) for lookups; the work's own key list finds them
+        for chan, blob in self.db.execute("SELECT channel, keys FROM work_keys WHERE work_num = ?", (row[0],)):
+            self.db.executemany(
+                "DELETE FROM postings WHERE channel = ? AND key = ? AND work_num = ?",
+                ((chan, key, row[0]) for key in np.frombuffer(blob, dtype="<i8").tolist()),
+            )
         self.db.execute("DELETE FROM works WHERE num = ?", (row[0],))
         self._changed = True
         return True
+
+    def set_calibration(self, name: str, generation: int, body: dict[str, Any]) -> None:
+        """Store calibration *name* computed at *generation*; visible at the next commit. It is
+        derived data, so storing it alone does not start a new generation."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO calibration (name, generation, body) VALUES (?,?,?)",
+            (name, int(generation), json.dumps(body, sort_keys=True)),
+        )
 
     def commit(self, *, reopen: bool = True) -> None:
         """Make everything added so far durable and visible. With *reopen* the session stays

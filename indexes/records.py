@@ -15,7 +15,7 @@ from typing import Any, Literal
 from indexes.errors import CollectionError
 
 #: Version of the on-disk layout; a collection of another version is refused with a message.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 ChannelKind = Literal["float", "binary", "postings"]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -485,7 +485,7 @@ def test_reader_snapshot_survives_removal_and_reused_segment_ids(store: Store, c
 
 def test_manifest_matches_after_each_commit(coll: Collection) -> None:
     m = read_manifest(coll)
-    assert m["format_version"] == FORMAT_VERSION == 1 and m["name"] == "refs" and m["generation"] == 0
+    assert m["format_version"] == FORMAT_VERSION == 2 and m["name"] == "refs" and m["generation"] == 0
     assert m["channels"] == [s.to_dict() for s in SPECS]
     emb = m["channels"][0]
     assert (emb["encoder"], emb["dim"], emb["metric"], emb["factory"], emb["weights_sha256"]) == (
@@ -535,12 +535,12 @@ def test_other_format_version_is_refused(coll: Collection) -> None:
     fill(coll, n_images=1)
     coll.close()
     with sqlite3.connect(coll.path / "catalog.sqlite") as db:
-        db.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION + 1),))
     db.close()
     with pytest.raises(StorageError) as err:
         Collection.open(coll.path)
     msg = str(err.value)
-    assert "format version 2" in msg and f"reads version {FORMAT_VERSION}" in msg and "'refs'" in msg
+    assert f"format version {FORMAT_VERSION + 1}" in msg and f"reads version {FORMAT_VERSION}" in msg and "'refs'" in msg
 
 
 def test_missing_or_damaged_index_file_is_a_storage_error(store: Store, coll: Collection) -> None:
@@ -603,7 +603,7 @@ def test_failure_part_way_through_add_work_leaves_nothing(coll: Collection) -> N
     with coll.writer() as w:
         with pytest.raises(sqlite3.IntegrityError):
             w.add_work(rec, [segs[0], segs[0]], vecs)
-        with pytest.raises(ValueError):
+        with pytest.raises(CollectionError, match="differ in shape"):
             w.add_work(text, tsegs, tvecs, {"keys": (tpost["keys"][0], np.arange(2))}, body)
         with pytest.raises((ValueError, TypeError)):
             w.add_work(rec, segs, {"emb": vecs["emb"], "bits": bad_bits})

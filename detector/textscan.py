@@ -1,0 +1,251 @@
+"""Text evidence: which words of an output come from which work, and how closely.
+
+Three steps, each cheap enough for a large collection:
+
+1. **Candidates.** The output is cut into windows (`config.PASSAGE_WORDS` words, overlapping)
+   and each window's embedding is searched among the works' passage embeddings; separately,
+   every word 5-gram of the output is looked up among the works' stored (winnowed) shingle
+   keys. Both search windows and n-grams, not the whole output, so a short excerpt buried in
+   a long output still finds its source. The works with the most shingle hits and the best
+   passage similarity become candidates.
+2. **Alignment.** Around each candidate's hits (the similar passages, the shared n-grams) the
+   work's stored text is read back and aligned word by word with the output
+   (`detector.align`): verbatim runs, and near-verbatim stretches that tolerate replaced,
+   inserted and dropped words, with character offsets in both texts.
+3. **Common-text discount.** A stretch whose shared n-grams are held by at least
+   `config.COMMON_MIN_WORKS` works of the collection (boilerplate, stock phrases, a quotation
+   many works share) is reported as discounted and does not count as evidence.
+
+The result per work is a set of signals (see `detector.scoring`) and the spans.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector import config
+from detector.align import Alignment, align
+from detector.channels import BoundChannels
+from detector.errors import InputError
+from detector.fingerprints import text_shingles, word_keys
+from detector.results import TextSpan
+from detector.works import split_passages
+from indexes import Collection
+
+#: Names of the text signals this module produces besides the embedding channels' cosines.
+ALIGNMENT_SIGNALS = ("copied_words", "aligned_words", "coverage", "longest_run_words")
+
+
+@dataclass
+class TextEvidence:
+    """What one work shows against one output."""
+
+    signals: dict[str, float | None]
+    spans: list[TextSpan] = field(default_factory=list)
+    excerpt: str | None = None
+
+
+@dataclass
+class _Hits:
+    cosine: float = -1.0
+    #: (cosine, output window number, passage start, passage end) per passage found
+    passages: list[tuple[float, int, int, int]] = field(default_factory=list)
+    #: output shingle keys this work holds, and their character positions in the work
+    keys: set[int] = field(default_factory=set)
+    positions: list[int] = field(default_factory=list)
+
+
+def check_output(text: str, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Word keys and spans of an output text; refuses texts with no words or too many."""
+    keys, spans = word_keys(text)
+    if len(keys) == 0:
+        raise InputError(f"{label}: text has no words to compare (only spaces, punctuation or symbols)")
+    if len(keys) > config.MAX_SCAN_WORDS:
+        raise InputError(
+            f"{label}: text has {len(keys):,} words; one scan takes at most {config.MAX_SCAN_WORDS:,} "
+            "(config.MAX_SCAN_WORDS): split it into parts and scan each"
+        )
+    return keys, spans
+
+
+def scan_text(
+    coll: Collection, bound: BoundChannels, text: str, label: str, exclude: frozenset[str] = frozenset()
+) -> dict[str, TextEvidence]:
+    """Evidence per work id for the output *text*; works in *exclude* are ignored (as if absent)."""
+    out_keys, out_spans = check_output(text, label)
+    hits: dict[str, _Hits] = defaultdict(_Hits)
+    windows = split_passages(text)
+    embed = [c for c in bound.of("text") if c.kind == "float"]
+    for ch in embed:
+        vecs = bound.encoders[ch.name].encode([w.text for w in windows])
+        scores, ids = coll.search(ch.name, vecs, config.SEARCH_K)
+        segs = coll.segments(np.unique(ids[ids >= 0]).tolist())
+        for w, (row_s, row_i) in enumerate(zip(scores, ids, strict=True)):
+            for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True):
+                seg = segs.get(i)
+                if seg is None or seg.work_id in exclude:
+                    continue
+                h = hits[seg.work_id]
+                h.cosine = max(h.cosine, s)
+                h.passages.append((s, w, seg.start or 0, seg.end or 0))
+    doc_freq: dict[int, int] = {}
+    shingles = None
+    if bound.has("shingles"):
+        shingles = text_shingles(text, config.SHINGLE_WORDS)
+        holders: dict[int, set[str]] = defaultdict(set)
+        for key, wid, pos in coll.lookup_postings("shingles", shingles.keys):
+            if wid in exclude:
+                continue
+            holders[key].add(wid)
+            h = hits[wid]
+            h.keys.add(key)
+            h.positions.append(pos)
+        doc_freq = {k: len(v) for k, v in holders.items()}
+
+    by_keys = sorted((w for w in hits if hits[w].keys), key=lambda w: (-len(hits[w].keys), w))
+    by_cosine = sorted((w for w in hits if hits[w].passages), key=lambda w: (-hits[w].cosine, w))
+    candidates = set(by_keys[: config.ALIGN_WORKS]) | set(by_cosine[: config.ALIGN_WORKS])
+    embed_name = embed[0].name if embed else None
+    result: dict[str, TextEvidence] = {}
+    for wid in sorted(candidates):
+        h = hits[wid]
+        alignments = _align_work(coll, wid, h, out_keys, len(text))
+        result[wid] = _evidence(text, out_keys, out_spans, windows, h, alignments, shingles, doc_freq, embed_name)
+    return result
+
+
+def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
+    """Character ranges of a work to align with the output: around its similar passages and
+    its shared n-grams, merged, the best supported first up to `config.ALIGN_MAX_REGION_CHARS`."""
+    spans: list[tuple[int, int, float]] = []
+    for cos, _w, start, end in sorted(h.passages, reverse=True)[: config.ALIGN_PASSAGES]:
+        margin = end - start
+        spans.append((max(0, start - margin), end + margin, cos))
+    reach = min(out_chars, config.ALIGN_REGION_CHARS)
+    spans.extend((max(0, p - reach), p + reach, 1.0) for p in h.positions)
+    if not spans:
+        return []
+    spans.sort()
+    merged: list[list[float]] = []
+    for a, b, support in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+            merged[-1][2] += support
+        else:
+            merged.append([a, b, support])
+    merged.sort(key=lambda m: -m[2])
+    out: list[tuple[int, int]] = []
+    total = 0
+    for a, b, _ in merged:
+        if total >= config.ALIGN_MAX_REGION_CHARS:
+            break
+        out.append((int(a), int(b)))
+        total += int(b - a)
+    return sorted(out)
+
+
+def _align_work(
+    coll: Collection, wid: str, h: _Hits, out_keys: np.ndarray, out_chars: int
+) -> list[tuple[Alignment, int, np.ndarray]]:
+    """Alignments of the output with the work's regions, each output word in at most one:
+    (alignment, region start, word spans of the region)."""
+    found: list[tuple[Alignment, int, np.ndarray]] = []
+    for a, b in _regions(h, out_chars):
+        body = coll.text_slice(wid, a, b)
+        keys, spans = word_keys(body)
+        found.extend((al, a, spans) for al in align(out_keys, keys))
+    found.sort(key=lambda f: (-f[0].matched, f[0].out_start))
+    claimed = np.zeros(len(out_keys), dtype=bool)
+    kept = []
+    for al, a, spans in found:
+        lo, hi = al.out_start, al.out_end
+        if claimed[lo:hi].sum() * 2 > hi - lo:
+            continue
+        claimed[lo:hi] = True
+        kept.append((al, a, spans))
+    return kept
+
+
+def _evidence(
+    text: str,
+    out_keys: np.ndarray,
+    out_spans: np.ndarray,
+    windows: list,
+    h: _Hits,
+    alignments: list[tuple[Alignment, int, np.ndarray]],
+    shingles,
+    doc_freq: dict[int, int],
+    embed_name: str | None,
+) -> TextEvidence:
+    n_out = len(out_keys)
+    spans: list[TextSpan] = []
+    copied_best = aligned_best = longest = copied_total = 0
+    covered = np.zeros(n_out, dtype=bool)
+    best_span: tuple[int, TextSpan] | None = None
+    for al, offset, wspans in alignments:
+        copied = aligned = 0
+        for p in al.pieces:
+            shared = _shared_by(p.out_start, p.out_end, shingles, h.keys, doc_freq)
+            kind = p.kind if p.kind == "verbatim" or p.density >= config.NEAR_DENSITY else "paraphrase"
+            span = TextSpan(
+                int(out_spans[p.out_start][0]), int(out_spans[p.out_end - 1][1]),
+                offset + int(wspans[p.work_start][0]), offset + int(wspans[p.work_end - 1][1]),
+                kind, p.matched, shared is not None, shared,
+            )
+            spans.append(span)
+            covered[p.out_start : p.out_end] = True
+            if shared is not None:
+                continue
+            aligned += p.matched
+            longest = max(longest, p.longest)
+            if kind != "paraphrase":
+                copied += p.matched
+                if best_span is None or p.matched > best_span[0]:
+                    best_span = (p.matched, span)
+        copied_best, aligned_best = max(copied_best, copied), max(aligned_best, aligned)
+        copied_total += copied
+    # windows whose embedding matches a passage but whose words did not align: a paraphrase
+    best_window: dict[int, tuple[float, int, int]] = {}
+    for cos, w, start, end in h.passages:
+        if cos > best_window.get(w, (-1.0, 0, 0))[0]:
+            best_window[w] = (cos, start, end)
+    similar = config.SIGNAL_THRESHOLDS["minilm"][1]
+    for w, (cos, start, end) in sorted(best_window.items()):
+        win = windows[w]
+        inside = (out_spans[:, 0] >= win.start) & (out_spans[:, 1] <= win.end)
+        if cos < similar or covered[inside].mean() >= 0.5:
+            continue
+        spans.append(TextSpan(win.start, win.end, start, end, "paraphrase", int(inside.sum())))
+    spans.sort(key=lambda s: (s.output_start, s.work_start))
+    signals: dict[str, float | None] = {}
+    if embed_name is not None:
+        signals[embed_name] = h.cosine if h.passages else None
+    if shingles is not None or alignments:
+        signals.update(
+            copied_words=float(copied_best),
+            aligned_words=float(aligned_best),
+            coverage=copied_total / n_out,
+            longest_run_words=float(longest),
+        )
+    excerpt = None if best_span is None else text[best_span[1].output_start : best_span[1].output_end]
+    return TextEvidence(signals, spans, excerpt)
+
+
+def _shared_by(start: int, end: int, shingles, held: set[int], doc_freq: dict[int, int]) -> int | None:
+    """If the stretch of output words start..end is a common phrase, the number of works that
+    hold it: every shingle of the stretch that the work holds is held by at least
+    `config.COMMON_MIN_WORKS` works. None for a stretch specific to this work (or with no
+    shingle the work holds, which cannot be judged)."""
+    if shingles is None or len(shingles.keys) == 0:
+        return None
+    last = max(start, min(end - shingles.n, len(shingles.keys) - 1))
+    keys = {int(k) for k in shingles.keys[start : last + 1]} & held
+    if not keys:
+        return None
+    freq = [doc_freq.get(k, 0) for k in keys]
+    if min(freq) < config.COMMON_MIN_WORKS:
+        return None
+    return int(min(freq))
