@@ -34,8 +34,11 @@ def channel_name(spec: str) -> str:
     return spec.split(":", 1)[0]
 
 
-def channel_spec(spec: str) -> ChannelSpec:
-    """The stored description of a channel; loads the encoder to learn its dim and weights hash."""
+def channel_spec(spec: str, ann: str = config.DEFAULT_ANN) -> ChannelSpec:
+    """The stored description of a channel; loads the encoder to learn its dim and weights hash.
+    *ann* picks the vector index of embedding channels (see `config.ANN_FACTORIES`)."""
+    if ann not in config.ANN_FACTORIES:
+        raise EncoderError(f"unknown vector index {ann!r}; choose one of {', '.join(config.ANN_FACTORIES)}")
     base = spec.split(":", 1)[0]
     if base == "pdq":
         return ChannelSpec("pdq", f"pdq (pdqhash {_package_version('pdqhash')})", "image", "binary",
@@ -45,7 +48,7 @@ def channel_spec(spec: str) -> ChannelSpec:
                            "containment", "")
     enc = load_encoder(spec)
     return ChannelSpec(channel_name(enc.spec), enc.spec, enc.modality, "float", enc.dim, "ip",
-                       "IDMap2,Flat", enc.weights_sha256)
+                       config.ANN_FACTORIES[ann], enc.weights_sha256)
 
 
 def normalise_specs(specs: Sequence[str]) -> list[str]:

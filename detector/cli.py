@@ -7,15 +7,17 @@ logic of its own beyond formatting.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from detector import __version__, config
 from detector.errors import Factor4Error
-from detector.results import ScanResult
+from detector.results import ScanResult, TextSpan
 
 log = logging.getLogger("factor4")
 
@@ -31,7 +33,7 @@ def _detector(args: argparse.Namespace) -> Any:
 
 def cmd_create(args: argparse.Namespace) -> int:
     encoders = [e for e in args.encoders.split(",") if e.strip()]
-    manifest = _detector(args).create(args.collection, encoders)
+    manifest = _detector(args).create(args.collection, encoders, ann=args.ann)
     print(f"created collection {manifest.name!r} with " + ", ".join(c.encoder for c in manifest.channels))
     return EXIT_OK
 
@@ -83,10 +85,46 @@ def format_result(r: ScanResult) -> str:
         title = m.work.title or m.work.source
         lines.append(f"  {i}. {m.verdict:<9} {m.score:5.3f}  {title}  [{m.work.id}]")
         lines.append(f"       {sig}")
-        if m.excerpt and m.verdict != "unrelated":
+        if m.fpr is not None and r.calibration is not None:
+            lines.append(f"       false-positive rate ~{m.fpr:.2%} (from {r.calibration.queries} unrelated outputs "
+                         "made of this collection's works)")
+        if m.spans and m.verdict != "unrelated":
+            lines.extend(_span_lines(m.spans))
+        elif m.excerpt and m.verdict != "unrelated":
             text = " ".join(m.excerpt.split())
             lines.append(f'       copied: "{text[:160]}{"..." if len(text) > 160 else ""}"')
     return "\n".join(lines)
+
+
+SPAN_COLUMN = 52
+SPANS_SHOWN = 6
+
+
+def _span_lines(spans: Sequence[TextSpan]) -> list[str]:
+    """Spans as quoted excerpts, output and work side by side."""
+    lines = [f"       {'output':<{SPAN_COLUMN + 2}}   work"]
+    for s in sorted(spans, key=lambda s: (s.discounted, -s.words))[:SPANS_SHOWN]:
+        note = f", common to {s.shared_by} works: not counted" if s.discounted else ""
+        lines.append(f"       [{s.kind}, {s.words} words; output {s.output_start}-{s.output_end}, "
+                     f"work {s.work_start}-{s.work_end}{note}]")
+        left = textwrap.wrap(f'"{" ".join(s.output_text.split())}"', SPAN_COLUMN, max_lines=4, placeholder=' ..."')
+        right = textwrap.wrap(f'"{" ".join(s.work_text.split())}"', SPAN_COLUMN, max_lines=4, placeholder=' ..."')
+        for a, b in itertools.zip_longest(left, right, fillvalue=""):
+            lines.append(f"       {a:<{SPAN_COLUMN + 2}} | {b}")
+    if len(spans) > SPANS_SHOWN:
+        lines.append(f"       ... and {len(spans) - SPANS_SHOWN} more spans (see --json)")
+    return lines
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    info = _detector(args).calibrate(args.collection, show_progress_bar=args.progress)
+    if info is None:
+        print(f"collection {args.collection!r} has too few unrelated works to calibrate against; "
+              "matches will have no false-positive rate")
+    else:
+        print(f"calibrated {args.collection!r} at generation {info.generation}: {info.queries} {info.modality} "
+              f"outputs from {info.works} works ({info.method})")
+    return EXIT_OK
 
 
 def cmd_works(args: argparse.Namespace) -> int:
@@ -154,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated encoders: sscd, sscd_distilled, pdq, minilm, shingles, "
                         "clip:<model>/<tag or checkpoint path> (default: %(default)s)")
 
+    p.add_argument("--ann", choices=sorted(config.ANN_FACTORIES), default=config.DEFAULT_ANN,
+                   help="vector index: flat (exact) or hnsw (approximate, for millions of passages; "
+                        "removing a work rebuilds it) (default: %(default)s)")
+
     p = add("add", cmd_add, "Add works (files, or folders of them) to a collection.")
     p.add_argument("collection", help="collection to add to")
     p.add_argument("paths", nargs="+", help="image (.jpg .png .webp .gif) or text (.txt .md) files, or folders")
@@ -167,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="output files (images or texts), or folders of them")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     p.add_argument("--top", type=int, default=config.TOP_MATCHES, help="matches per input (default: %(default)s)")
+
+    p = add("calibrate", cmd_calibrate, "Learn a collection's false-positive rates now (scans do it by "
+                                        "themselves after the collection changes).")
+    p.add_argument("collection", help="collection to calibrate")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
 
     p = add("works", cmd_works, "List the works in a collection.")
     p.add_argument("collection", help="collection to list")

@@ -75,6 +75,12 @@ ENCODE_BATCH_SIZE = 32
 #: A bulk add commits after this many new works, so an interruption keeps what was done.
 ADD_COMMIT_EVERY = 256
 
+#: FAISS factory strings of the embedding channels' indexes. "flat" searches exactly and suits
+#: up to a few hundred thousand segments; "hnsw" is a graph index (approximate, ~0.5 ms a query
+#: at a million vectors) whose deletions rebuild the graph.
+ANN_FACTORIES = {"flat": "IDMap2,Flat", "hnsw": "IDMap2,HNSW32,Flat"}
+DEFAULT_ANN = "flat"
+
 # --- search and scoring --------------------------------------------------------------------
 #: Nearest segments fetched per query vector.
 SEARCH_K = 20

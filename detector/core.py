@@ -78,9 +78,11 @@ class Detector:
         self._lock = threading.RLock()
 
     # -- collections -----------------------------------------------------------------------
-    def create(self, name: str, encoders: Sequence[str] = config.DEFAULT_ENCODERS) -> Manifest:
-        """Create an empty collection using *encoders* (see `detector.channels`)."""
-        specs = [channel_spec(s) for s in normalise_specs(encoders)]
+    def create(self, name: str, encoders: Sequence[str] = config.DEFAULT_ENCODERS,
+               ann: str = config.DEFAULT_ANN) -> Manifest:
+        """Create an empty collection using *encoders* (see `detector.channels`); *ann* is the
+        kind of vector index: "flat" (exact) or "hnsw" (approximate, for millions of passages)."""
+        specs = [channel_spec(s, ann) for s in normalise_specs(encoders)]
         with self.store.create(name, specs) as coll:
             return coll.manifest
 

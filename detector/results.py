@@ -46,6 +46,9 @@ class TextSpan:
     words: int
     discounted: bool = False
     shared_by: int | None = None
+    #: The two stretches' text, so the evidence reads without the files at hand.
+    output_text: str = ""
+    work_text: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -22,7 +22,7 @@ The result per work is a set of signals (see `detector.scoring`) and the spans.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,6 +60,11 @@ class _Hits:
 
 def check_output(text: str, label: str) -> tuple[np.ndarray, np.ndarray]:
     """Word keys and spans of an output text; refuses texts with no words or too many."""
+    if len(text) > config.MAX_SCAN_WORDS * 40:  # refuse a huge text before tokenising all of it
+        raise InputError(
+            f"{label}: text has {len(text):,} characters; one scan takes at most {config.MAX_SCAN_WORDS:,} words "
+            "(config.MAX_SCAN_WORDS): split it into parts and scan each"
+        )
     keys, spans = word_keys(text)
     if len(keys) == 0:
         raise InputError(f"{label}: text has no words to compare (only spaces, punctuation or symbols)")
@@ -113,7 +118,10 @@ def scan_text(
     for wid in sorted(candidates):
         h = hits[wid]
         alignments = _align_work(coll, wid, h, out_keys, len(text))
-        result[wid] = _evidence(text, out_keys, out_spans, windows, h, alignments, shingles, doc_freq, embed_name)
+        ev = _evidence(text, out_keys, out_spans, windows, h, alignments, shingles, doc_freq, embed_name)
+        ev.spans = [s if s.work_text else replace(s, work_text=coll.text_slice(wid, s.work_start, s.work_end))
+                    for s in ev.spans]
+        result[wid] = ev
     return result
 
 
@@ -147,25 +155,32 @@ def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
     return sorted(out)
 
 
+@dataclass(frozen=True)
+class _Region:
+    start: int  # character offset of `body` in the work
+    body: str
+    spans: np.ndarray  # word spans within body
+
+
 def _align_work(
     coll: Collection, wid: str, h: _Hits, out_keys: np.ndarray, out_chars: int
-) -> list[tuple[Alignment, int, np.ndarray]]:
-    """Alignments of the output with the work's regions, each output word in at most one:
-    (alignment, region start, word spans of the region)."""
-    found: list[tuple[Alignment, int, np.ndarray]] = []
+) -> list[tuple[Alignment, _Region]]:
+    """Alignments of the output with the work's regions, each output word in at most one."""
+    found: list[tuple[Alignment, _Region]] = []
     for a, b in _regions(h, out_chars):
         body = coll.text_slice(wid, a, b)
         keys, spans = word_keys(body)
-        found.extend((al, a, spans) for al in align(out_keys, keys))
+        region = _Region(a, body, spans)
+        found.extend((al, region) for al in align(out_keys, keys))
     found.sort(key=lambda f: (-f[0].matched, f[0].out_start))
     claimed = np.zeros(len(out_keys), dtype=bool)
     kept = []
-    for al, a, spans in found:
+    for al, region in found:
         lo, hi = al.out_start, al.out_end
         if claimed[lo:hi].sum() * 2 > hi - lo:
             continue
         claimed[lo:hi] = True
-        kept.append((al, a, spans))
+        kept.append((al, region))
     return kept
 
 
@@ -175,7 +190,7 @@ def _evidence(
     out_spans: np.ndarray,
     windows: list,
     h: _Hits,
-    alignments: list[tuple[Alignment, int, np.ndarray]],
+    alignments: list[tuple[Alignment, _Region]],
     shingles,
     doc_freq: dict[int, int],
     embed_name: str | None,
@@ -185,16 +200,15 @@ def _evidence(
     copied_best = aligned_best = longest = copied_total = 0
     covered = np.zeros(n_out, dtype=bool)
     best_span: tuple[int, TextSpan] | None = None
-    for al, offset, wspans in alignments:
+    for al, region in alignments:
         copied = aligned = 0
         for p in al.pieces:
             shared = _shared_by(p.out_start, p.out_end, shingles, h.keys, doc_freq)
             kind = p.kind if p.kind == "verbatim" or p.density >= config.NEAR_DENSITY else "paraphrase"
-            span = TextSpan(
-                int(out_spans[p.out_start][0]), int(out_spans[p.out_end - 1][1]),
-                offset + int(wspans[p.work_start][0]), offset + int(wspans[p.work_end - 1][1]),
-                kind, p.matched, shared is not None, shared,
-            )
+            o0, o1 = int(out_spans[p.out_start][0]), int(out_spans[p.out_end - 1][1])
+            w0, w1 = int(region.spans[p.work_start][0]), int(region.spans[p.work_end - 1][1])
+            span = TextSpan(o0, o1, region.start + w0, region.start + w1, kind, p.matched,
+                            shared is not None, shared, text[o0:o1], region.body[w0:w1])
             spans.append(span)
             covered[p.out_start : p.out_end] = True
             if shared is not None:
@@ -207,22 +221,32 @@ def _evidence(
                     best_span = (p.matched, span)
         copied_best, aligned_best = max(copied_best, copied), max(aligned_best, aligned)
         copied_total += copied
-    # windows whose embedding matches a passage but whose words did not align: a paraphrase
+    # windows whose embedding matches a passage but whose words did not align: a paraphrase;
+    # windows that are mostly common text do not count for the embedding signal either
+    common = np.zeros(n_out, dtype=bool)
+    for s in spans:
+        if s.discounted:
+            common |= (out_spans[:, 0] >= s.output_start) & (out_spans[:, 1] <= s.output_end)
     best_window: dict[int, tuple[float, int, int]] = {}
     for cos, w, start, end in h.passages:
         if cos > best_window.get(w, (-1.0, 0, 0))[0]:
             best_window[w] = (cos, start, end)
     similar = config.SIGNAL_THRESHOLDS["minilm"][1]
+    cosine = None
     for w, (cos, start, end) in sorted(best_window.items()):
         win = windows[w]
         inside = (out_spans[:, 0] >= win.start) & (out_spans[:, 1] <= win.end)
+        if common[inside].mean() >= 0.5:
+            continue
+        cosine = cos if cosine is None else max(cosine, cos)
         if cos < similar or covered[inside].mean() >= 0.5:
             continue
-        spans.append(TextSpan(win.start, win.end, start, end, "paraphrase", int(inside.sum())))
+        spans.append(TextSpan(win.start, win.end, start, end, "paraphrase", int(inside.sum()),
+                              output_text=text[win.start : win.end]))
     spans.sort(key=lambda s: (s.output_start, s.work_start))
     signals: dict[str, float | None] = {}
     if embed_name is not None:
-        signals[embed_name] = h.cosine if h.passages else None
+        signals[embed_name] = cosine
     if shingles is not None or alignments:
         signals.update(
             copied_words=float(copied_best),

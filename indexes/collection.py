@@ -136,11 +136,40 @@ def _dead_writer_tmp(file: Path) -> bool:
     return False
 
 
+#: Candidates an HNSW graph keeps while searching (faiss' default of 16 misses too many).
+HNSW_EF_SEARCH = 128
+
+
+def _tune(index: Any) -> Any:
+    """Search-time settings that FAISS does not store in the file."""
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") and hasattr(index, "index") else index
+    if hasattr(inner, "hnsw"):
+        inner.hnsw.efSearch = max(inner.hnsw.efSearch, HNSW_EF_SEARCH)
+    return index
+
+
 def _new_index(spec: ChannelSpec) -> Any:
     if spec.kind == "float":
         metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "ip" else faiss.METRIC_L2
-        return faiss.index_factory(spec.dim, spec.factory, metric)
+        return _tune(faiss.index_factory(spec.dim, spec.factory, metric))
     return faiss.index_binary_factory(spec.dim, spec.factory)
+
+
+def _remove_ids(spec: ChannelSpec, index: Any, ids: np.ndarray) -> Any:
+    """*index* without the vectors of *ids*. Graph indexes (HNSW) cannot delete: they are
+    rebuilt from their remaining vectors, which costs a full re-add."""
+    try:
+        index.remove_ids(ids)
+        return index
+    except RuntimeError:
+        if not hasattr(index, "id_map"):
+            raise
+    all_ids = faiss.vector_to_array(index.id_map)
+    keep = ~np.isin(all_ids, ids)
+    vectors = index.index.reconstruct_n(0, index.ntotal)
+    fresh = _new_index(spec)
+    fresh.add_with_ids(np.ascontiguousarray(vectors[keep]), all_ids[keep])
+    return fresh
 
 
 def _write_index(spec: ChannelSpec, index: Any, path: Path) -> None:
@@ -154,7 +183,7 @@ def _write_index(spec: ChannelSpec, index: Any, path: Path) -> None:
 def _read_index(spec: ChannelSpec, path: Path) -> Any:
     try:
         if spec.kind == "float":
-            return faiss.read_index(str(path))
+            return _tune(faiss.read_index(str(path)))
         return faiss.read_index_binary(str(path))
     except RuntimeError as exc:
         raise StorageError(f"index file {path} is unreadable: {exc}") from exc
@@ -603,7 +632,7 @@ class Writer:
             if isinstance(index, faiss.IndexBinary):
                 self._own[name] = faiss.deserialize_index_binary(faiss.serialize_index_binary(index))
             else:
-                self._own[name] = faiss.deserialize_index(faiss.serialize_index(index))
+                self._own[name] = _tune(faiss.deserialize_index(faiss.serialize_index(index)))
         return self._own[name]
 
     def has_sha256(self, sha256: str) -> str | None:
@@ -690,7 +719,7 @@ class Writer:
                 self.db.execute("INSERT INTO texts (work_num, body) VALUES (?, ?)", (num, text))
         except BaseException:
             for name in added:
-                self._own[name].remove_ids(ids)
+                self._own[name] = _remove_ids(self.coll.manifest.channel(name), self._own[name], ids)
             self.db.execute("ROLLBACK TO add_work")
             self.db.execute("RELEASE add_work")
             raise
@@ -709,7 +738,7 @@ class Writer:
         )
         for spec in self.coll.manifest.channels:
             if spec.kind != "postings" and spec.modality == row[1] and len(ids):
-                self._index(spec.name).remove_ids(ids)
+                self._own[spec.name] = _remove_ids(spec, self._index(spec.name), ids)
         # postings are keyed by (channel, key) for lookups; the work's own key list finds them
         for chan, blob in self.db.execute("SELECT channel, keys FROM work_keys WHERE work_num = ?", (row[0],)):
             self.db.executemany(

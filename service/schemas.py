@@ -23,12 +23,37 @@ class WorkOut(BaseModel):
     source_url: str | None = None
 
 
+class SpanOut(BaseModel):
+    output_start: int = Field(description="character offset in the output (end exclusive: output_end)")
+    output_end: int
+    work_start: int = Field(description="character offset in the work's stored text")
+    work_end: int
+    kind: Literal["verbatim", "near", "paraphrase"]
+    words: int = Field(description="output words matched in order (paraphrase: words of the window)")
+    discounted: bool = Field(description="a phrase many works share: reported, not counted")
+    shared_by: int | None = Field(None, description="works holding the phrase, when discounted")
+    output_text: str
+    work_text: str
+
+
 class MatchOut(BaseModel):
     work: WorkOut
     score: float = Field(ge=0, le=1, description="0..1, higher = stronger evidence of copying")
     verdict: Literal["copy", "similar", "unrelated"]
+    fpr: float | None = Field(None, description="estimated share of unrelated outputs scoring this high")
     signals: dict[str, float | None]
+    coverage: float | None = Field(None, description="texts: share of the output's words copied from the work")
+    longest_run_words: int | None = Field(None, description="texts: longest verbatim run, in words")
+    spans: list[SpanOut] | None = Field(None, description="texts: what was copied from where")
     excerpt: str | None = None
+
+
+class CalibrationOut(BaseModel):
+    modality: str
+    generation: int
+    queries: int
+    works: int
+    method: str
 
 
 class ScanOut(BaseModel):
@@ -37,6 +62,7 @@ class ScanOut(BaseModel):
     modality: Literal["image", "text"]
     collection: str
     matches: list[MatchOut]
+    calibration: CalibrationOut | None = None
 
 
 class Health(BaseModel):

@@ -1,0 +1,125 @@
+"""The word aligner and winnowing, on word-key arrays whose right answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.align import align
+from detector.fingerprints import text_shingles, winnow, word_keys
+
+rng = np.random.default_rng(0)
+
+
+def words(n: int, vocab: int = 50_000, start: int = 0) -> np.ndarray:
+    """n random word keys from a large vocabulary (unrelated texts rarely share a word)."""
+    return rng.integers(start, start + vocab, size=n, dtype=np.int64)
+
+
+def test_buried_verbatim_excerpt_is_one_verbatim_piece_at_the_right_place() -> None:
+    work = words(2000)
+    out = np.concatenate([words(300, start=10**6), work[700:760], words(300, start=10**6)])
+    found = align(out, work)
+    assert len(found) == 1
+    al = found[0]
+    assert (al.out_start, al.out_end, al.work_start, al.work_end) == (300, 360, 700, 760)
+    assert al.matched == al.longest_run == 60
+    assert [(p.kind, p.matched) for p in al.pieces] == [("verbatim", 60)]
+
+
+def test_replaced_words_make_one_near_stretch() -> None:
+    work = words(1000)
+    out = work[100:220].copy()
+    swap = np.arange(2, 120, 3)  # every third word replaced: 1/3 of the words
+    out[swap] = words(len(swap), start=10**6)
+    (al,) = align(out, work)
+    assert (al.out_start, al.work_start) == (0, 100) and al.out_end >= 118
+    assert al.matched == 120 - len(swap)
+    assert all(p.kind == "near" for p in al.pieces) and al.longest_run == 2
+
+
+def test_inserted_and_dropped_words_are_bridged_across_diagonals() -> None:
+    work = words(500)
+    src = work[50:170]
+    # drop word 30, insert two new words after word 60, drop word 90: the diagonal moves each time
+    out = np.concatenate([src[:30], src[31:60], words(2, start=10**6), src[60:90], src[91:]])
+    (al,) = align(out, work)
+    assert al.matched == 118 and al.out_start == 0 and al.work_start == 50 and al.work_end == 170
+    assert [p.kind for p in al.pieces] == ["verbatim"] * 4
+
+
+def test_shuffled_sentences_give_one_alignment_each() -> None:
+    work = words(600)
+    sentences = [work[100:125], work[125:140], work[140:172], work[172:190]]
+    out = np.concatenate([sentences[2], sentences[0], sentences[3], sentences[1]])
+    found = align(out, work)
+    got = sorted((a.work_start, a.work_end) for a in found)
+    assert got == [(100, 125), (125, 140), (140, 172), (172, 190)]
+    assert sum(a.matched for a in found) == len(out)
+
+
+def test_unrelated_texts_align_nothing_and_small_stretches_are_dropped() -> None:
+    assert align(words(500), words(5000, start=10**6)) == []
+    work = words(300)
+    out = np.concatenate([words(50, start=10**6), work[10:15], words(50, start=10**6)])
+    assert align(out, work) == []  # 5 words < ALIGN_MIN_WORDS
+    assert len(align(out, work, min_words=5)) == 1
+
+
+def test_each_output_word_is_in_at_most_one_alignment() -> None:
+    block = words(40)
+    work = np.concatenate([block, words(200), block])  # the work holds the passage twice
+    (al,) = align(block, work)
+    assert al.matched == 40
+
+
+def test_empty_inputs_and_bad_parameters() -> None:
+    assert align(np.zeros(0, np.int64), words(10)) == []
+    assert align(words(10), np.zeros(0, np.int64)) == []
+    for bad in ({"gap": -1}, {"min_words": 0}, {"verbatim_words": 1.5}, {"gap": True}):
+        with pytest.raises(ValueError):
+            align(words(10), words(10), **bad)
+
+
+def test_repetitive_text_is_capped_not_quadratic() -> None:
+    same = np.full(5000, 7, dtype=np.int64)  # 25 million equal-word pairs
+    found = align(same, same, max_pairs=100_000)
+    assert found == [] or all(a.matched <= 5000 for a in found)
+
+
+def test_word_keys_ignore_case_punctuation_and_apostrophe_style() -> None:
+    a, spans = word_keys("Don’t STOP, me -- now!")
+    b, _ = word_keys("don't stop me now")
+    assert a.tolist() == b.tolist()
+    assert [tuple(s) for s in spans.tolist()] == [(0, 5), (6, 10), (12, 14), (18, 21)]
+
+
+def test_winnow_picks_the_rightmost_minimum_of_each_window() -> None:
+    keys = np.array([5, 3, 8, 1, 9, 9, 2, 7, 4])
+    assert winnow(keys, 4).tolist() == [3, 6]
+    assert winnow(keys, 1).tolist() == list(range(9))
+    assert winnow(np.array([4, 2]), 4).tolist() == [1]
+    assert winnow(np.zeros(0, np.int64), 4).tolist() == []
+    with pytest.raises(ValueError):
+        winnow(keys, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), min_size=0, max_size=80),
+    st.lists(st.integers(0, 30), min_size=0, max_size=80),
+    st.lists(st.integers(0, 30), min_size=8, max_size=30),
+)
+def test_winnowing_keeps_a_key_of_every_shared_run_of_eight_words(pre: list, post: list, shared: list) -> None:
+    """The guarantee the postings rely on: two texts sharing a run of n + w - 1 = 8 words share a
+    kept key, whatever surrounds the run."""
+    def text(parts: list[int]) -> str:
+        return " ".join(f"w{x}" for x in parts)
+
+    a = text_shingles(text(pre + shared + post))
+    b = text_shingles(text(post + shared + pre))
+    kept_a = set(a.keys[winnow(a.keys, 4)].tolist())
+    kept_b = set(b.keys[winnow(b.keys, 4)].tolist())
+    assert kept_a & kept_b
