@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector import config
-from detector.progress import progress
 from detector.results import Calibration
 from detector.works import word_spans
 from indexes import Collection
@@ -101,12 +100,11 @@ def near_duplicate_groups(coll: Collection, work_ids: list[str], channel: str = 
 
 def calibrate_text(
     coll: Collection,
-    top_score: Callable[[str, frozenset[str]], float],
-    show_progress_bar: bool | None = None,
+    top_scores: Callable[[list[tuple[str, frozenset[str]]]], list[float]],
 ) -> NullScores | None:
-    """Null scores for text outputs; *top_score(text, exclude)* scans one output with the works
-    in *exclude* left out and returns its top match score. None if there are too few works."""
-    works = [w for w in coll.works("text")]
+    """Null scores for text outputs; *top_scores([(text, exclude), ...])* scans each output with
+    the works in *exclude* left out and returns its top match score. None if too few works."""
+    works = coll.works("text")
     if len(works) < 2:
         return None
     rng = np.random.default_rng(coll.generation)
@@ -119,23 +117,16 @@ def calibrate_text(
         return None  # every work is a near-duplicate of every other: nothing unrelated to learn from
     per_work = max(1, min(config.CALIBRATION_PER_WORK, math.ceil(config.CALIBRATION_QUERIES / len(ids))))
     lengths = config.CALIBRATION_TEXT_WORDS
-    plan: list[tuple[str, int]] = [(w, k) for w in ids for k in range(per_work)]
-    scores: list[float] = []
-    log.info("calibrating %s: %d outputs from %d text works", coll.name, len(plan), len(ids))
-    body_of: dict[str, tuple[str, list[tuple[int, int]]]] = {}
-    with progress(len(plan), "calibrating", show_progress_bar, unit="output") as bar:
-        for wid, k in plan:
-            if wid not in body_of:
-                body_of.clear()
-                body = coll.text(wid) or ""
-                body_of[wid] = (body, word_spans(body))
-            body, spans = body_of[wid]
-            if spans:
-                n = min(lengths[k % len(lengths)], len(spans))
-                start = int(rng.integers(0, len(spans) - n + 1))
-                text = body[spans[start][0] : spans[start + n - 1][1]]
-                scores.append(float(top_score(text, groups[wid])))
-            bar.update(1)
+    outputs: list[tuple[str, frozenset[str]]] = []
+    for wid in ids:
+        body = coll.text(wid) or ""
+        spans = word_spans(body)
+        for k in range(per_work if spans else 0):
+            n = min(lengths[k % len(lengths)], len(spans))
+            start = int(rng.integers(0, len(spans) - n + 1))
+            outputs.append((body[spans[start][0] : spans[start + n - 1][1]], groups[wid]))
+    log.info("calibrating %s: %d outputs from %d text works", coll.name, len(outputs), len(ids))
+    scores = [float(s) for s in top_scores(outputs)]
     info = Calibration(
         modality="text",
         generation=coll.generation,

@@ -28,7 +28,7 @@ from detector.errors import InputError
 from detector.fingerprints import PDQ_MIN_QUALITY
 from detector.progress import progress
 from detector.results import AddFailure, AddReport, Calibration, Match, ScanResult, WorkRef
-from detector.textscan import check_output, scan_text
+from detector.textscan import check_output, embed_windows, scan_text
 from detector.works import (
     ImageItem,
     Item,
@@ -37,7 +37,6 @@ from detector.works import (
     read_item,
     read_metadata,
     split_passages,
-    text_item,
     word_spans,
 )
 from indexes import Collection, Manifest, SegmentRecord, Store, WorkRecord
@@ -258,12 +257,18 @@ class Detector:
 
     def _calibrate(self, coll: Collection, bound: BoundChannels, modality: str,
                    show_progress_bar: bool | None) -> NullScores | None:
-        def top_score(text: str, exclude: frozenset[str]) -> float:
-            found = self._matches(coll, bound, text_item(text, "<calibration>"), exclude)
-            return found[0].score if found else 0.0
+        def top_scores(outputs: list[tuple[str, frozenset[str]]]) -> list[float]:
+            vectors = embed_windows(bound, [text for text, _ in outputs], show_progress_bar)
+            scores = []
+            with progress(len(outputs), "calibrating", show_progress_bar, unit="output") as bar:
+                for (text, exclude), vecs in zip(outputs, vectors, strict=True):
+                    found = scan_text(coll, bound, text, "<calibration>", exclude, vecs)
+                    scores.append(max((scoring.combine(ev.signals) for ev in found.values()), default=0.0))
+                    bar.update(1)
+            return scores
 
         generation = coll.generation
-        null = calibrate_text(coll, top_score, show_progress_bar) if bound.of("text") else None
+        null = calibrate_text(coll, top_scores) if bound.of("text") else None
         stored = null or NullScores(
             Calibration(modality, generation, 0, len(coll.works(modality)), "too few unrelated works"), ()
         )

@@ -15,14 +15,14 @@ from indexes.errors import (
 )
 
 __all__ = [
-    "Factor4Error",
-    "InputError",
-    "EncoderError",
-    "ModelUnavailable",
     "CollectionError",
     "CollectionExists",
     "CollectionNotFound",
+    "EncoderError",
     "EncoderMismatch",
+    "Factor4Error",
+    "InputError",
+    "ModelUnavailable",
     "StorageError",
 ]
 

@@ -76,16 +76,37 @@ def check_output(text: str, label: str) -> tuple[np.ndarray, np.ndarray]:
     return keys, spans
 
 
+def embed_windows(bound: BoundChannels, texts: list[str], show_progress_bar: bool | None = False
+                  ) -> list[dict[str, np.ndarray]]:
+    """Per output text, its windows' vectors for each embedding channel, encoded in one batch."""
+    windows = [split_passages(t) for t in texts]
+    flat = [w.text for ws in windows for w in ws]
+    bounds = np.cumsum([0] + [len(ws) for ws in windows])
+    out: list[dict[str, np.ndarray]] = [{} for _ in texts]
+    for ch in bound.of("text"):
+        if ch.kind == "float":
+            vecs = bound.encoders[ch.name].encode(flat, show_progress_bar=show_progress_bar)
+            for k in range(len(texts)):
+                out[k][ch.name] = vecs[bounds[k] : bounds[k + 1]]
+    return out
+
+
 def scan_text(
-    coll: Collection, bound: BoundChannels, text: str, label: str, exclude: frozenset[str] = frozenset()
+    coll: Collection,
+    bound: BoundChannels,
+    text: str,
+    label: str,
+    exclude: frozenset[str] = frozenset(),
+    vectors: dict[str, np.ndarray] | None = None,
 ) -> dict[str, TextEvidence]:
-    """Evidence per work id for the output *text*; works in *exclude* are ignored (as if absent)."""
+    """Evidence per work id for the output *text*; works in *exclude* are ignored (as if absent).
+    *vectors* are the text's window vectors if already encoded (see `embed_windows`)."""
     out_keys, out_spans = check_output(text, label)
     hits: dict[str, _Hits] = defaultdict(_Hits)
     windows = split_passages(text)
     embed = [c for c in bound.of("text") if c.kind == "float"]
     for ch in embed:
-        vecs = bound.encoders[ch.name].encode([w.text for w in windows])
+        vecs = vectors[ch.name] if vectors is not None else bound.encoders[ch.name].encode([w.text for w in windows])
         scores, ids = coll.search(ch.name, vecs, config.SEARCH_K)
         segs = coll.segments(np.unique(ids[ids >= 0]).tolist())
         for w, (row_s, row_i) in enumerate(zip(scores, ids, strict=True)):
