@@ -270,19 +270,24 @@ def run_demo(workdir: str | Path | None = None, cache: str | Path | None = None,
 
 
 def format_outcome(outcome: DemoOutcome) -> str:
-    head = f"{'output':<40} {'how it was made':<48} {'best match':<24} {'score':>5}  verdict    ok"
+    head = f"{'output':<40} {'how it was made':<48} {'best match':<24} {'score':>5}  {'fpr':>6}  verdict    ok"
     lines = ["", head, "-" * len(head)]
     for row in outcome.rows:
         best = row.result.best
         match = Path(best.work.source).name if best and best.verdict != "unrelated" else "-"
         score = f"{best.score:.2f}" if best else "-"
+        fpr = f"{best.fpr:.1%}" if best and best.fpr is not None else "-"
         verdict = best.verdict if best else "unrelated"
         lines.append(f"{row.case.path.name[:40]:<40} {row.case.how[:48]:<48} {match[:24]:<24} {score:>5}  "
-                     f"{verdict:<9}  {'yes' if row.correct else 'NO'}")
+                     f"{fpr:>6}  {verdict:<9}  {'yes' if row.correct else 'NO'}")
     n_ok = sum(r.correct for r in outcome.rows)
     lines.append("")
     lines.append(f"{n_ok} of {len(outcome.rows)} outputs classified as expected "
                  "(each edited copy matched to its source as 'copy'; unrelated outputs not matched).")
+    cal = next((r.result.calibration for r in outcome.rows if r.result.calibration), None)
+    if cal is not None:
+        lines.append(f"fpr: share of {cal.queries} outputs made from the collection's own {cal.modality}s "
+                     "(source left out) that scored as high; images are not calibrated yet.")
     lines.append(f"Files are in {outcome.workdir}; explore with: "
                  f"factor4 --home {outcome.workdir / 'home'} scan demo {outcome.workdir / 'outputs'}")
     return "\n".join(lines)
