@@ -6,9 +6,9 @@ and spacing do not matter. It finds every pair of equal words, then
 1. groups pairs that lie on one diagonal (output word i, work word i + d) with at most
    `gap` unmatched words between neighbours: a stretch copied with some words replaced
    (a substitution keeps the diagonal);
-2. chains such segments across nearby diagonals when one starts within `gap` words of where
-   the previous ended, in both texts: words inserted or deleted (a two-word synonym for a
-   one-word one) move the diagonal a little;
+2. chains such segments across nearby diagonals when one starts within `chain_gap` words of
+   where the previous ended, in both texts: words inserted or deleted (a two-word synonym for
+   a one-word one) move the diagonal a little, and a run of replaced words leaves a hole;
 3. keeps the chains with enough matched words, largest first, each output word in one chain.
 
 Every chain is reported as pieces: runs of at least `verbatim_words` consecutive equal words
@@ -104,16 +104,19 @@ def align(
     work_keys: np.ndarray,
     *,
     gap: int = config.ALIGN_GAP,
+    chain_gap: int = config.ALIGN_CHAIN_GAP,
     min_words: int = config.ALIGN_MIN_WORDS,
     verbatim_words: int = config.VERBATIM_MIN_WORDS,
     max_pairs: int = config.ALIGN_MAX_PAIRS,
 ) -> list[Alignment]:
     """Aligned stretches of *out_keys* within *work_keys* (int64 word keys), most matched
     words first; each has at least *min_words* matched words and no two share an output word.
-    *gap* is the most unmatched words tolerated between two matched ones."""
+    *gap* is the most unmatched words tolerated between two matched ones on one diagonal,
+    *chain_gap* between the end of one diagonal segment and the start of the next."""
     out_keys = np.asarray(out_keys, dtype=np.int64)
     work_keys = np.asarray(work_keys, dtype=np.int64)
-    for label, value, low in (("gap", gap, 0), ("min_words", min_words, 1), ("verbatim_words", verbatim_words, 1)):
+    for label, value, low in (("gap", gap, 0), ("chain_gap", chain_gap, 0), ("min_words", min_words, 1),
+                              ("verbatim_words", verbatim_words, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{label} must be an int >= {low}, got {value!r}")
     if len(out_keys) == 0 or len(work_keys) == 0:
@@ -154,11 +157,11 @@ def align(
     best_l = best.tolist()
     prev_l = prev.tolist()
     for s in by_start.tolist():
-        lo = bisect.bisect_left(ends, i0l[s] - gap)
+        lo = bisect.bisect_left(ends, i0l[s] - chain_gap)
         hi = bisect.bisect_right(ends, i0l[s])
         top, arg = 0, -1
         for t in ends_seg[lo:hi]:
-            if j1l[t] <= j0l[s] <= j1l[t] + gap and best_l[t] > top:
+            if j1l[t] <= j0l[s] <= j1l[t] + chain_gap and best_l[t] > top:
                 top, arg = best_l[t], t
         if arg >= 0:
             best_l[s] += top

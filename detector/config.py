@@ -45,6 +45,8 @@ SHINGLE_WINNOW = 4
 # --- text alignment ------------------------------------------------------------------------
 #: Most unmatched words tolerated between two aligned words (replaced, inserted or deleted).
 ALIGN_GAP = 4
+#: Most words between two chained segments (each 2+ words matched on one diagonal), in both texts.
+ALIGN_CHAIN_GAP = 10
 #: Fewest matched words an aligned stretch needs to be reported.
 ALIGN_MIN_WORDS = 6
 #: A run of at least this many consecutive equal words is a "verbatim" span; shorter runs
@@ -84,6 +86,9 @@ DEFAULT_ANN = "flat"
 # --- search and scoring --------------------------------------------------------------------
 #: Nearest segments fetched per query vector.
 SEARCH_K = 20
+#: Nearest passages fetched per output window: passages of one author's works crowd each other,
+#: so a heavily reworded window's source can rank well below 20.
+TEXT_SEARCH_K = 100
 #: Matches reported per input.
 TOP_MATCHES = 5
 
@@ -105,7 +110,7 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
     "copied_words": (4.0, 8.0, 16.0, 60.0),
     # Words of one aligned stretch matched in order, reworded pieces included. Capped below
     # COPY_SCORE: rewording is "similar", never a copy by itself.
-    "aligned_words": (5.0, 10.0, 20.0, 60.0),
+    "aligned_words": (8.0, 14.0, 28.0, 80.0),
     # CLIP cosine: same subject / style. Capped below COPY_SCORE; never a copy by itself.
     "clip": (0.50, 0.85, 1.01, 1.02),
 }

@@ -107,7 +107,7 @@ def scan_text(
     embed = [c for c in bound.of("text") if c.kind == "float"]
     for ch in embed:
         vecs = vectors[ch.name] if vectors is not None else bound.encoders[ch.name].encode([w.text for w in windows])
-        scores, ids = coll.search(ch.name, vecs, config.SEARCH_K)
+        scores, ids = coll.search(ch.name, vecs, config.TEXT_SEARCH_K)
         segs = coll.segments(np.unique(ids[ids >= 0]).tolist())
         for w, (row_s, row_i) in enumerate(zip(scores, ids, strict=True)):
             for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True):
