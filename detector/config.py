@@ -63,6 +63,13 @@ ALIGN_WORKS = 10
 ALIGN_PASSAGES = 8
 #: Around a shared n-gram, the work is aligned this far (characters) each way, at most.
 ALIGN_REGION_CHARS = 20_000
+#: A work is aligned whole when output words x work words is at most this (a 120-word output
+#: against a 40,000-word work); larger pairs align only around the work's hits.
+ALIGN_FULL_CELLS = 5_000_000
+#: Average characters per word, to estimate a stored text's words from its length.
+CHARS_PER_WORD = 6
+#: Whole works kept tokenised in memory for alignment.
+WHOLE_TEXT_CACHE = 64
 #: Most characters of one work aligned with one output.
 ALIGN_MAX_REGION_CHARS = 400_000
 #: A phrase held by at least this many works of a collection is common text: reported, discounted.

@@ -21,7 +21,8 @@ The result per work is a set of signals (see `detector.scoring`) and the spans.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -176,6 +177,28 @@ def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
     return sorted(out)
 
 
+_WHOLE_TEXTS: OrderedDict[tuple[str, str], tuple[str, np.ndarray, np.ndarray]] = OrderedDict()
+_WHOLE_TEXTS_LOCK = threading.Lock()
+
+
+def _whole_text(coll: Collection, wid: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """A work's text with its word keys and spans; the last `config.WHOLE_TEXT_CACHE` are kept
+    (a work id names its content, so an entry never goes stale)."""
+    key = (str(coll.path), wid)
+    with _WHOLE_TEXTS_LOCK:
+        hit = _WHOLE_TEXTS.get(key)
+        if hit is not None:
+            _WHOLE_TEXTS.move_to_end(key)
+            return hit
+    body = coll.text(wid) or ""
+    value = (body, *word_keys(body))
+    with _WHOLE_TEXTS_LOCK:
+        _WHOLE_TEXTS[key] = value
+        while len(_WHOLE_TEXTS) > config.WHOLE_TEXT_CACHE:
+            _WHOLE_TEXTS.popitem(last=False)
+    return value
+
+
 @dataclass(frozen=True)
 class _Region:
     start: int  # character offset of `body` in the work
@@ -186,9 +209,19 @@ class _Region:
 def _align_work(
     coll: Collection, wid: str, h: _Hits, out_keys: np.ndarray, out_chars: int
 ) -> list[tuple[Alignment, _Region]]:
-    """Alignments of the output with the work's regions, each output word in at most one."""
+    """Alignments of the output with the work's regions, each output word in at most one. A work
+    small enough next to the output (`config.ALIGN_FULL_CELLS`) is aligned whole: a heavily
+    reworded output may share no n-gram with its source and rank its passage low."""
     found: list[tuple[Alignment, _Region]] = []
-    for a, b in _regions(h, out_chars):
+    length = coll.text_length(wid)
+    if len(out_keys) * length / config.CHARS_PER_WORD <= config.ALIGN_FULL_CELLS:
+        body, keys, spans = _whole_text(coll, wid)
+        region = _Region(0, body, spans)
+        found.extend((al, region) for al in align(out_keys, keys))
+        regions: list[tuple[int, int]] = []
+    else:
+        regions = _regions(h, out_chars)
+    for a, b in regions:
         body = coll.text_slice(wid, a, b)
         keys, spans = word_keys(body)
         region = _Region(a, body, spans)

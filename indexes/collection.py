@@ -517,6 +517,13 @@ class Collection:
         ).fetchone()
         return np.zeros(0, np.int64) if row is None else np.frombuffer(row[0], dtype="<i8").astype(np.int64)
 
+    def text_length(self, work_id: str) -> int:
+        """Characters in a text work's stored body (0 if it has none)."""
+        row = self.db.execute(
+            "SELECT length(body) FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?", (work_id,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def text_slice(self, work_id: str, start: int, end: int) -> str:
         """Characters start..end of a text work's body ('' past its end)."""
         if start < 0 or end < start:
