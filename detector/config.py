@@ -117,7 +117,7 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
     "copied_words": (4.0, 8.0, 16.0, 60.0),
     # Words of one aligned stretch matched in order, reworded pieces included. Capped below
     # COPY_SCORE: rewording is "similar", never a copy by itself.
-    "aligned_words": (8.0, 14.0, 28.0, 80.0),
+    "aligned_words": (8.0, 12.0, 28.0, 80.0),
     # CLIP cosine: same subject / style. Capped below COPY_SCORE; never a copy by itself.
     "clip": (0.50, 0.85, 1.01, 1.02),
 }

@@ -17,10 +17,10 @@ What the thresholds mean, and their limits:
   verbatim or near-verbatim (at least 60 % of its words equal), after discounting phrases that
   3 or more works share; 8 words is "similar". Unrelated texts by one author align in stretches
   of up to ~8 words against a whole play (measured: 300-word windows of Coriolanus against Hamlet).
-- aligned_words >= 14 ("similar"; capped below copy): the same with reworded stretches counted,
+- aligned_words >= 12 ("similar"; capped below copy): the same with reworded stretches counted,
   where only function words and a few content words survive in order (synonym swaps). Chaining
   across holes of up to 10 words lets unrelated passages of one author reach ~11 by chance
-  (measured on held-out plays), hence the floor of 8.
+  (measured on held-out plays), hence the floor of 8 and "similar" just above that, at 12.
 - minilm >= 0.75 marks paraphrase-level similarity ("similar"), >= 0.97 near-verbatim text.
   Windows that are mostly common (discounted) text do not count.
 - clip: same subject or style; capped below `COPY_SCORE`, so it never makes a copy verdict alone.
