@@ -135,6 +135,15 @@ def scan_text(
     by_keys = sorted((w for w in hits if hits[w].keys), key=lambda w: (-len(hits[w].keys), w))
     by_cosine = sorted((w for w in hits if hits[w].passages), key=lambda w: (-hits[w].cosine, w))
     candidates = set(by_keys[: config.ALIGN_WORKS]) | set(by_cosine[: config.ALIGN_WORKS])
+    # when the output is short, aligning whole works is cheap: a heavily reworded output's source
+    # may rank below ALIGN_WORKS by embedding, so align more of them within a fixed budget
+    budget = config.ALIGN_EXTRA_CELLS
+    for wid in by_cosine[config.ALIGN_WORKS :]:
+        cells = len(out_keys) * coll.text_length(wid) / config.CHARS_PER_WORD
+        if cells > config.ALIGN_FULL_CELLS or cells > budget:
+            break
+        candidates.add(wid)
+        budget -= cells
     embed_name = embed[0].name if embed else None
     result: dict[str, TextEvidence] = {}
     for wid in sorted(candidates):
