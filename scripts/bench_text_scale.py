@@ -26,8 +26,13 @@ Three measurements, made side by side in one run and reported as ratios to their
 Collections are built in a child process (so the RSS figures are those of a process that
 only scans) and cached under `--cache`, reused when their manifest counts match.
 
+The machine's other processes distort the timings (MiniLM's two threads slow down several times
+when another process takes a core); the report gives their load during each timed phase, and
+`--wait-quiet` / `--retries` wait for a quiet machine and measure a busy phase again.
+
     FACTOR4_HOME=/tmp/scale-home python scripts/bench_text_scale.py --quick
-    FACTOR4_HOME=/tmp/scale-home python scripts/bench_text_scale.py --out scale.md
+    FACTOR4_HOME=/tmp/scale-home python scripts/bench_text_scale.py --wait-quiet 2400 --retries 2 \
+        --ingest-at-scale --out scale.md
 """
 
 from __future__ import annotations
@@ -878,7 +883,9 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
                      "'encode' is `minilm.encode` of the output's `split_passages` windows timed alone, right "
                      "after each scan; 'rest' = scan - encode (vector search, postings lookup, reading stored "
                      "text, alignment, scoring). 'no-excerpt flagged': outputs of random words with no excerpt "
-                     "whose top match was not 'unrelated'.")
+                     "whose top match was not 'unrelated' (the synthetic vectors mix embeddings of random-word "
+                     "passages, so such outputs reach MiniLM cosines near the 'similar' threshold with them: "
+                     "an artefact of the synthetic data).")
         lines.append("")
         for s in scans:
             per = s.breakdown_total_ms / max(s.breakdown_scans, 1)
