@@ -249,7 +249,9 @@ class Detector:
         stored = coll.calibration(modality)
         if stored is not None:
             null = NullScores.from_dict(stored[1])
-            if not is_stale(null, len(coll.works(modality)), coll.generation):
+            if null.info.generation == coll.generation or not is_stale(
+                null, len(coll.works(modality)), coll.generation
+            ):
                 return null if null.info.queries else None
         if modality != "text":
             return None  # image calibration: not built yet

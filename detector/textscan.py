@@ -139,8 +139,9 @@ def scan_text(
     # may rank below ALIGN_WORKS by embedding, so align more of them within a fixed budget
     budget = config.ALIGN_EXTRA_CELLS
     for wid in by_cosine[config.ALIGN_WORKS :]:
-        cells = len(out_keys) * coll.text_length(wid) / config.CHARS_PER_WORD
-        if cells > config.ALIGN_FULL_CELLS or cells > budget:
+        words = coll.text_length(wid) / config.CHARS_PER_WORD
+        cells = len(out_keys) * words
+        if words > config.ALIGN_FULL_WORK_WORDS or cells > config.ALIGN_FULL_CELLS or cells > budget:
             break
         candidates.add(wid)
         budget -= cells
@@ -223,7 +224,8 @@ def _align_work(
     reworded output may share no n-gram with its source and rank its passage low."""
     found: list[tuple[Alignment, _Region]] = []
     length = coll.text_length(wid)
-    if len(out_keys) * length / config.CHARS_PER_WORD <= config.ALIGN_FULL_CELLS:
+    words = length / config.CHARS_PER_WORD
+    if words <= config.ALIGN_FULL_WORK_WORDS and len(out_keys) * words <= config.ALIGN_FULL_CELLS:
         body, keys, spans = _whole_text(coll, wid)
         region = _Region(0, body, spans)
         found.extend((al, region) for al in align(out_keys, keys))
