@@ -52,13 +52,6 @@ class NullScores:
         at_least = n - int(np.searchsorted(np.asarray(self.scores), score - 1e-9, side="left"))
         return (at_least + 1) / (n + 1)
 
-    def threshold(self, fpr: float) -> float:
-        """The lowest score whose estimated false-positive rate is at most *fpr* (1.0 if none)."""
-        for s in sorted(set(self.scores)) + [1.0]:
-            if self.fpr(s + 1e-9) <= fpr:
-                return min(1.0, s + 1e-9)
-        return 1.0
-
     def to_dict(self) -> dict:
         return {"info": self.info.to_dict(), "scores": [round(s, 6) for s in self.scores]}
 
@@ -80,10 +73,11 @@ def is_stale(null: NullScores, works_now: int, generation: int) -> bool:
 def near_duplicate_groups(coll: Collection, work_ids: list[str], channel: str = "shingles") -> dict[str, frozenset[str]]:
     """For each work, the works (itself included) that share at least
     `config.NEAR_DUPLICATE_SHARE` of either one's n-gram keys with it."""
-    sizes = {w: len(coll.work_keys(w, channel)) for w in work_ids}
+    keys_of = {w: coll.work_keys(w, channel) for w in work_ids}
+    sizes = {w: len(k) for w, k in keys_of.items()}
     groups: dict[str, set[str]] = {w: {w} for w in work_ids}
     for w in work_ids:
-        keys = coll.work_keys(w, channel)
+        keys = keys_of[w]
         if len(keys) == 0:
             continue
         shared: dict[str, set[int]] = {}

@@ -28,7 +28,7 @@ from detector.errors import InputError
 from detector.fingerprints import PDQ_MIN_QUALITY
 from detector.progress import progress
 from detector.results import AddFailure, AddReport, Calibration, Match, ScanResult, WorkRef
-from detector.textscan import check_output, embed_windows, scan_text
+from detector.textscan import embed_windows, scan_text
 from detector.works import (
     ImageItem,
     Item,
@@ -211,10 +211,8 @@ class Detector:
             coll, bound = self._collection(name)
             if not bound.of(item.modality):
                 raise InputError(f"{item.name}: collection {name!r} has no encoder for {item.modality} outputs")
-            if isinstance(item, TextItem):
-                check_output(item.text, item.name)  # refuse a bad output before any calibration
+            matches = self._matches(coll, bound, item)[:top]  # a bad output fails here, before any calibration
             null = self._null_scores(coll, bound, item.modality)
-            matches = self._matches(coll, bound, item)[:top]
             if null is not None:
                 matches = [replace(m, fpr=null.fpr(m.score)) for m in matches]
             return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches),

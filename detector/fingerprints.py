@@ -214,20 +214,26 @@ def _keys(shingles: Iterator[bytes]) -> np.ndarray:
     return np.frombuffer(digests, dtype=">i8").astype(np.int64)
 
 
+def _split_words(text: str) -> tuple[list[str], np.ndarray]:
+    """The words of *text* as found by WORD_RE, and their (start, end) spans as int64 (n, 2)."""
+    matches = list(WORD_RE.finditer(text))
+    spans = np.fromiter(
+        chain.from_iterable(map(re.Match.span, matches)), dtype=np.int64, count=2 * len(matches)
+    ).reshape(-1, 2)
+    return [m.group() for m in matches], spans
+
+
 def text_shingles(text: str, n: int = config.SHINGLE_WORDS) -> Shingles:
     """Word shingles of *text*: n-word runs, hashed to int64 keys (see :class:`Shingles`)."""
     if not isinstance(text, str):
         raise TypeError(f"text_shingles takes a str, got {type(text).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (words per shingle) must be a positive int, got {n!r}")
-    matches = list(WORD_RE.finditer(text))
-    spans = np.fromiter(
-        chain.from_iterable(map(re.Match.span, matches)), dtype=np.int64, count=2 * len(matches)
-    ).reshape(-1, 2)
+    raw_words, spans = _split_words(text)
     # Normalise each distinct word once; long texts repeat most of theirs.
     forms: dict[str, bytes] = {}
     words: list[bytes] = []
-    for raw in map(re.Match.group, matches):
+    for raw in raw_words:
         form = forms.get(raw)
         if form is None:
             form = forms[raw] = normalise_word(raw).encode("utf-8")
@@ -266,11 +272,7 @@ def winnow(keys: np.ndarray, window: int = config.SHINGLE_WINNOW) -> np.ndarray:
 def word_keys(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Each word of *text* as an int64 key of its normalised form (equal words, equal keys), and
     the words' (start, end) character spans: what the text aligner compares."""
-    matches = list(WORD_RE.finditer(text))
-    spans = np.fromiter(
-        chain.from_iterable(map(re.Match.span, matches)), dtype=np.int64, count=2 * len(matches)
-    ).reshape(-1, 2)
-    raw_words = [m.group() for m in matches]
+    raw_words, spans = _split_words(text)
     distinct = list(dict.fromkeys(raw_words))
     forms = dict(zip(distinct, _keys(normalise_word(w).encode("utf-8") for w in distinct).tolist(), strict=True))
     keys = np.fromiter((forms[w] for w in raw_words), dtype=np.int64, count=len(raw_words))

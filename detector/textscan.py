@@ -36,9 +36,6 @@ from detector.results import TextSpan
 from detector.works import split_passages
 from indexes import Collection
 
-#: Names of the text signals this module produces besides the embedding channels' cosines.
-ALIGNMENT_SIGNALS = ("copied_words", "aligned_words", "coverage", "longest_run_words")
-
 
 @dataclass
 class TextEvidence:
@@ -137,9 +134,16 @@ def scan_text(
     candidates = set(by_keys[: config.ALIGN_WORKS]) | set(by_cosine[: config.ALIGN_WORKS])
     # when the output is short, aligning whole works is cheap: a heavily reworded output's source
     # may rank below ALIGN_WORKS by embedding, so align more of them within a fixed budget
+    lengths: dict[str, int] = {}
+
+    def length(wid: str) -> int:
+        if wid not in lengths:
+            lengths[wid] = coll.text_length(wid)
+        return lengths[wid]
+
     budget = config.ALIGN_EXTRA_CELLS
     for wid in by_cosine[config.ALIGN_WORKS :]:
-        words = coll.text_length(wid) / config.CHARS_PER_WORD
+        words = length(wid) / config.CHARS_PER_WORD
         cells = len(out_keys) * words
         if words > config.ALIGN_FULL_WORK_WORDS or cells > config.ALIGN_FULL_CELLS or cells > budget:
             break
@@ -149,7 +153,7 @@ def scan_text(
     result: dict[str, TextEvidence] = {}
     for wid in sorted(candidates):
         h = hits[wid]
-        alignments = _align_work(coll, wid, h, out_keys, len(text))
+        alignments = _align_work(coll, wid, length(wid), h, out_keys, len(text))
         ev = _evidence(text, out_keys, out_spans, windows, h, alignments, shingles, doc_freq, embed_name)
         ev.spans = [s if s.work_text else replace(s, work_text=coll.text_slice(wid, s.work_start, s.work_end))
                     for s in ev.spans]
@@ -217,13 +221,12 @@ class _Region:
 
 
 def _align_work(
-    coll: Collection, wid: str, h: _Hits, out_keys: np.ndarray, out_chars: int
+    coll: Collection, wid: str, length: int, h: _Hits, out_keys: np.ndarray, out_chars: int
 ) -> list[tuple[Alignment, _Region]]:
     """Alignments of the output with the work's regions, each output word in at most one. A work
     small enough next to the output (`config.ALIGN_FULL_CELLS`) is aligned whole: a heavily
     reworded output may share no n-gram with its source and rank its passage low."""
     found: list[tuple[Alignment, _Region]] = []
-    length = coll.text_length(wid)
     words = length / config.CHARS_PER_WORD
     if words <= config.ALIGN_FULL_WORK_WORDS and len(out_keys) * words <= config.ALIGN_FULL_CELLS:
         body, keys, spans = _whole_text(coll, wid)
