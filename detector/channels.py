@@ -9,6 +9,7 @@ place that knows both the models and the storage layout.
 from __future__ import annotations
 
 import importlib.metadata
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +19,54 @@ from PIL import Image
 from detector import config
 from detector.encoders import FINGERPRINTS, Encoder, load_encoder, parse_spec
 from detector.errors import EncoderError, EncoderMismatch
-from detector.fingerprints import PDQ_BITS, pdq_dihedral, pdq_hash, text_shingles, winnow
+from detector.fingerprints import PDQ_BITS, PdqHash, pdq_dihedral, pdq_hash, text_shingles, winnow
+from detector.regions import Cells, query_windows, reference_windows, window_box
+from detector.results import Box
 from indexes import ChannelSpec, Manifest
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A decoded image and what was computed from it without a model."""
+
+    image: Image.Image
+    #: The image at the region encoder's input size (None without one).
+    resized: Image.Image | None
+    pdq: PdqHash | None
+    thumbnail: bytes
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """What a reference image stores: one box per segment (None = the whole image, then the
+    regions as (left, top, right, bottom) pixels), vectors per channel (rows = segments, or one
+    for channels that cover the whole image only) and its thumbnail."""
+
+    boxes: tuple[tuple[int, int, int, int] | None, ...]
+    vectors: dict[str, np.ndarray]
+    thumbnail: bytes
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """An output image's query rows per channel. For the region channel, row i is the part of
+    the output in `boxes[i]` (row 0 = the whole output); `quality` is PDQ's (None without PDQ)."""
+
+    rows: dict[str, np.ndarray]
+    boxes: tuple[Box, ...]
+    quality: int | None
+
+
+def thumbnail_bytes(image: Image.Image, side: int = config.THUMBNAIL_SIDE) -> bytes:
+    """A JPEG of *image* scaled to fit *side* x *side* (never enlarged)."""
+    small = image.convert("RGB") if image.mode != "RGB" else image
+    if max(small.size) > side:
+        scale = side / max(small.size)
+        small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))),
+                             Image.Resampling.BICUBIC, reducing_gap=2.0)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=config.THUMBNAIL_QUALITY)
+    return buf.getvalue()
 
 
 def _package_version(name: str) -> str:
@@ -42,13 +89,19 @@ def channel_spec(spec: str, ann: str = config.DEFAULT_ANN) -> ChannelSpec:
     base = spec.split(":", 1)[0]
     if base == "pdq":
         return ChannelSpec("pdq", f"pdq (pdqhash {_package_version('pdqhash')})", "image", "binary",
-                           PDQ_BITS, "hamming", "IDMap2,BFlat")
+                           PDQ_BITS, "hamming", "IDMap2,BFlat", covers="whole")
     if base == "shingles":
         return ChannelSpec("shingles", f"shingles:{config.SHINGLE_WORDS}", "text", "postings", 0,
                            "containment", "")
     enc = load_encoder(spec)
+    covers = "all" if enc.modality == "text" or _has_regions(enc) else "whole"
     return ChannelSpec(channel_name(enc.spec), enc.spec, enc.modality, "float", enc.dim, "ip",
-                       config.ANN_FACTORIES[ann], enc.weights_sha256)
+                       config.ANN_FACTORIES[ann], enc.weights_sha256, covers=covers)
+
+
+def _has_regions(enc: Encoder) -> bool:
+    """Whether the encoder can pool parts of its feature map (SSCD can; CLIP here cannot)."""
+    return hasattr(enc, "head") and hasattr(enc, "encode_maps")
 
 
 def normalise_specs(specs: Sequence[str]) -> list[str]:
@@ -97,10 +150,57 @@ class BoundChannels:
         return any(c.name == name for c in self.manifest.channels)
 
     # -- images ----------------------------------------------------------------------------
+    def region_channel(self) -> ChannelSpec | None:
+        """The image channel whose vectors cover regions (SSCD), if any."""
+        return next((c for c in self.of("image") if c.kind == "float" and c.covers == "all"), None)
+
+    def prepare_image(self, image: Image.Image) -> PreparedImage:
+        """The per-image work that needs no model (resizing for the region encoder, PDQ hash,
+        thumbnail); thread-safe, so it can run on the threads that decode files."""
+        region = self.region_channel()
+        resized = self.encoders[region.name].resized(image) if region is not None else None
+        pdq = pdq_hash(image) if self.has("pdq") else None
+        return PreparedImage(image, resized, pdq, thumbnail_bytes(image))
+
+    def image_features(self, prepared: Sequence[PreparedImage]) -> list[ImageFeatures]:
+        """Segments and vectors of reference images: the whole image (segment 0) and, with a
+        region encoder, `config.REFERENCE_REGIONS` (see `detector.regions`)."""
+        if not prepared:
+            return []
+        per_channel: dict[str, list[np.ndarray]] = {}
+        windows: list[Cells] = []
+        grid = (1, 1)
+        for ch in self.of("image"):
+            if ch.kind == "float" and ch.covers == "all":
+                enc = self.encoders[ch.name]
+                rows: list[np.ndarray] = []
+                for start in range(0, len(prepared), config.ENCODE_BATCH_SIZE):
+                    part = prepared[start : start + config.ENCODE_BATCH_SIZE]
+                    whole, maps = enc.encode_maps([p.resized or p.image for p in part])
+                    grid = maps.shape[2:]
+                    windows = reference_windows(*grid)
+                    rows.extend(np.vstack([whole[i : i + 1], enc.head.pool(maps[i], windows)]) for i in range(len(part)))
+                per_channel[ch.name] = rows
+            elif ch.kind == "float":
+                vecs = self.encoders[ch.name].encode([p.image for p in prepared])
+                per_channel[ch.name] = [vecs[i : i + 1] for i in range(len(prepared))]
+            elif ch.name == "pdq":
+                per_channel[ch.name] = [(p.pdq or pdq_hash(p.image)).to_array()[None] for p in prepared]
+        out = []
+        for i, p in enumerate(prepared):
+            w, h = p.image.size
+            boxes: list[tuple[int, int, int, int] | None] = [None]
+            for win in windows:
+                b = window_box(win, grid[0], grid[1], w, h)
+                boxes.append((b.left, b.top, b.right, b.bottom))
+            out.append(ImageFeatures(tuple(boxes), {name: rows[i] for name, rows in per_channel.items()},
+                                     p.thumbnail))
+        return out
+
     def image_vectors(
         self, images: Sequence[Image.Image], show_progress_bar: bool | None = False
     ) -> dict[str, np.ndarray]:
-        """Per channel, one row per image: float vectors or packed PDQ bits (reference side)."""
+        """Per channel, one row per image for its whole-image vector (no regions)."""
         out: dict[str, np.ndarray] = {}
         for ch in self.of("image"):
             if ch.kind == "float":
@@ -110,19 +210,28 @@ class BoundChannels:
                 out[ch.name] = np.stack(rows) if rows else np.empty((0, PDQ_BITS // 8), np.uint8)
         return out
 
-    def image_queries(self, image: Image.Image) -> tuple[dict[str, np.ndarray], int | None]:
-        """Query rows per channel for one output image (PDQ: its 8 rotations and flips), and
-        the PDQ quality of the original orientation (None without a PDQ channel)."""
-        out: dict[str, np.ndarray] = {}
+    def image_queries(self, image: Image.Image, regions: bool = True) -> ImageQuery:
+        """Query rows per channel for one output image: for the region encoder, the whole
+        output (row 0) then every `query_windows` region; for PDQ its 8 rotations and flips;
+        for other encoders the whole output."""
+        rows: dict[str, np.ndarray] = {}
+        boxes: list[Box] = [Box(0, 0, image.width, image.height)]
         quality = None
         for ch in self.of("image"):
-            if ch.kind == "float":
-                out[ch.name] = self.encoders[ch.name].encode([image])
+            if ch.kind == "float" and ch.covers == "all":
+                enc = self.encoders[ch.name]
+                whole, maps = enc.encode_maps([image])
+                grid = maps.shape[2:]
+                windows = query_windows(*grid) if regions else []
+                rows[ch.name] = np.vstack([whole, enc.head.pool(maps[0], windows)])
+                boxes += [window_box(w, grid[0], grid[1], image.width, image.height) for w in windows]
+            elif ch.kind == "float":
+                rows[ch.name] = self.encoders[ch.name].encode([image])
             elif ch.name == "pdq":
                 hashes = pdq_dihedral(image)
                 quality = hashes[0].quality
-                out[ch.name] = np.stack([h.to_array() for h in hashes])
-        return out, quality
+                rows[ch.name] = np.stack([h.to_array() for h in hashes])
+        return ImageQuery(rows, tuple(boxes), quality)
 
     # -- texts -----------------------------------------------------------------------------
     def text_vectors(

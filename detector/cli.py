@@ -117,11 +117,11 @@ def _span_lines(spans: Sequence[TextSpan]) -> list[str]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    info = _detector(args).calibrate(args.collection, show_progress_bar=args.progress)
-    if info is None:
+    done = _detector(args).calibrate(args.collection, show_progress_bar=args.progress)
+    if not done:
         print(f"collection {args.collection!r} has too few unrelated works to calibrate against; "
               "matches will have no false-positive rate")
-    else:
+    for info in done:
         print(f"calibrated {args.collection!r} at generation {info.generation}: {info.queries} {info.modality} "
               f"outputs from {info.works} works ({info.method})")
     return EXIT_OK

@@ -87,6 +87,35 @@ MAX_SCAN_WORDS = 50_000
 #: Images are resized to this square before SSCD (the SSCD authors' recommended inference size).
 SSCD_SIZE = 288
 ENCODE_BATCH_SIZE = 32
+#: Images are scaled down to at most this side before PDQ hashing (PDQ reduces to 64 x 64
+#: anyway; hashing a 4000-pixel photo whole costs ~20x an SSCD encode).
+PDQ_MAX_SIDE = 512
+#: Each image work keeps a JPEG thumbnail of at most this side (about 30 KB), for calibration,
+#: reports and the web page, since the work's own file may move.
+THUMBNAIL_SIDE = 384
+THUMBNAIL_QUALITY = 90
+
+# --- image regions (see detector.regions) --------------------------------------------------
+#: Parts of each reference image indexed beside the whole, as fractions of the image (left,
+#: top, width, height): the four corners at 2/3 of the side and the centre at 7/9. An output
+#: that is a crop of a work matches one of them better than the whole. The SSCD index holds
+#: 1 + len(REFERENCE_REGIONS) vectors per image work.
+REFERENCE_REGIONS: tuple[tuple[float, float, float, float], ...] = (
+    (0.0, 0.0, 2 / 3, 2 / 3),
+    (1 / 3, 0.0, 2 / 3, 2 / 3),
+    (0.0, 1 / 3, 2 / 3, 2 / 3),
+    (1 / 3, 1 / 3, 2 / 3, 2 / 3),
+    (1 / 9, 1 / 9, 7 / 9, 7 / 9),
+)
+#: Output regions searched at scan time (never stored): rectangles whose width and height are
+#: each one of these fractions of the output, at every cell offset of SSCD's 9 x 9 grid (256
+#: regions). A work pasted over 30-60 % of a composite's area spans ~0.55-0.77 of its side.
+QUERY_REGION_SIDES: tuple[float, ...] = (0.45, 0.6, 0.75, 0.9)
+#: A matched output region smaller than this share of the output makes the match "partial".
+PARTIAL_AREA = 0.8
+#: A region (of the output, or of the work) is named as the match only when its score beats
+#: the whole image's by at least this much; otherwise the match is the whole image.
+REGION_MARGIN = 0.05
 #: A bulk add commits after this many new works, so an interruption keeps what was done.
 ADD_COMMIT_EVERY = 256
 
@@ -99,6 +128,15 @@ DEFAULT_ANN = "flat"
 # --- search and scoring --------------------------------------------------------------------
 #: Nearest segments fetched per query vector.
 SEARCH_K = 20
+#: Nearest image segments fetched per output region (each work has 1 + len(REFERENCE_REGIONS)).
+IMAGE_SEARCH_K = 64
+#: SSCD score normalisation (Pizzi et al. 2022, sec. 4.3): each output region's cosine with a
+#: work, minus its cosine with the SSCD_NORM_RANK-th most similar work of the collection (the
+#: collection is the background set). Flat or textured regions that resemble everything lose
+#: their lead; a true copy stands out. With fewer works than that, the least similar one found
+#: is used, if there are at least SSCD_NORM_MIN_WORKS; below that there is no normalised score.
+SSCD_NORM_RANK = 10
+SSCD_NORM_MIN_WORKS = 3
 #: Nearest passages fetched per output window: passages of one author's works crowd each other,
 #: so a heavily reworded window's source can rank well below 20.
 TEXT_SEARCH_K = 100
@@ -112,8 +150,10 @@ SIMILAR_SCORE = 0.4
 COPY_SCORE = 0.7
 #: (floor, similar, copy, ceiling) raw thresholds per signal, in the signal's own units.
 SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
-    # SSCD cosine of the output with the work.
+    # SSCD cosine of the whole output with the work (whole, or one of its indexed regions).
     "sscd": (0.20, 0.45, 0.60, 0.90),
+    # Best over the output and its regions of SSCD cosine minus the background cosine.
+    "sscd_normalised": (0.05, 0.25, 0.40, 0.80),
     # PDQ Hamming distance (lower is closer; mapped in reverse). 31 is Meta's copy threshold.
     "pdq_distance": (128.0, 70.0, 31.0, 0.0),
     # MiniLM cosine of the best output window with the best passage.

@@ -15,17 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from PIL import Image
+
 from detector import config, scoring
-from detector.calibration import NullScores, calibrate_text, is_stale
-from detector.channels import BoundChannels, channel_spec, normalise_specs
+from detector.calibration import NullScores, calibrate_image, calibrate_text, is_stale
+from detector.channels import BoundChannels, PreparedImage, channel_spec, normalise_specs
 from detector.errors import InputError
-from detector.fingerprints import PDQ_MIN_QUALITY
+from detector.imagescan import scan_image
 from detector.progress import progress
 from detector.results import AddFailure, AddReport, Calibration, Match, ScanResult, WorkRef
 from detector.textscan import embed_windows, scan_text
@@ -155,18 +156,18 @@ class Detector:
             with coll.writer() as w, progress(len(files), "adding works", show_progress_bar) as bar:
                 since_commit = 0
                 seen_failed = 0
-                for batch in _read_batches(files, batch_size, failed):
-                    todo: list[tuple[Path, Item]] = []
-                    for path, item in batch:
+                for batch in _read_batches(files, batch_size, failed, bound):
+                    todo: list[tuple[Path, Item, PreparedImage | None]] = []
+                    for path, item, prep in batch:
                         if (existing := w.has_sha256(item.sha256)) is not None:
                             dups.append(WorkRef.from_record(coll.work(existing)))  # sees this session's rows
                         elif item.modality not in {c.modality for c in coll.manifest.channels}:
                             failed.append(AddFailure(str(path), f"{path}: collection {name!r} has no "
                                                      f"encoder for {item.modality} works"))
                         else:
-                            todo.append((path, item))
-                    for record, segments, vectors, postings, text in self._prepare(bound, todo, table):
-                        if w.add_work(record, segments, vectors, postings, text):
+                            todo.append((path, item, prep))
+                    for record, segments, vectors, postings, text, thumb in self._prepare(bound, todo, table):
+                        if w.add_work(record, segments, vectors, postings, text, thumb):
                             added.append(WorkRef.from_record(record))
                             since_commit += 1
                         else:  # the same file twice in one batch
@@ -182,20 +183,20 @@ class Detector:
 
     def _prepare(self, bound: BoundChannels, todo: list[tuple[Path, Item]], table: MetadataTable | None) -> Iterator:
         """Records, segments and features for a batch of loaded items."""
-        images = [(p, it) for p, it in todo if isinstance(it, ImageItem)]
-        texts = [(p, it) for p, it in todo if isinstance(it, TextItem)]
+        images = [(p, it, prep) for p, it, prep in todo if isinstance(it, ImageItem)]
+        texts = [(p, it) for p, it, _ in todo if isinstance(it, TextItem)]
         if images:
-            vecs = bound.image_vectors([it.image for _, it in images])
-            for i, (path, item) in enumerate(images):
+            prepared = [prep or bound.prepare_image(it.image) for _, it, prep in images]
+            for (path, item, _), feats in zip(images, bound.image_features(prepared), strict=True):
                 rec = _record(path, item, table, width=item.width, height=item.height)
-                seg = [SegmentRecord(rec.id, 0, box=None)]
-                yield rec, seg, {k: v[i : i + 1] for k, v in vecs.items()}, None, None
+                segs = [SegmentRecord(rec.id, i, box=box) for i, box in enumerate(feats.boxes)]
+                yield rec, segs, feats.vectors, None, None, feats.thumbnail
         for path, item in texts:
             passages = split_passages(item.text)
             rec = _record(path, item, table)
             segs = [SegmentRecord(rec.id, p.ordinal, p.start, p.end) for p in passages]
             vecs = bound.text_vectors([p.text for p in passages])
-            yield rec, segs, vecs, bound.text_postings(item.text), item.text
+            yield rec, segs, vecs, bound.text_postings(item.text), item.text, None
 
     # -- scanning --------------------------------------------------------------------------
     def scan(self, name: str, inputs: Iterable[PathLike | Item], top: int = config.TOP_MATCHES) -> list[ScanResult]:
@@ -223,9 +224,10 @@ class Detector:
         """Every work the output matches, best first (no fpr yet)."""
         matches = []
         if isinstance(item, ImageItem):
-            for wid, (signals, ignore) in _scan_image(coll, bound, item).items():
-                score = scoring.combine(signals, ignore)
-                matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score), signals))
+            for wid, ev in scan_image(coll, bound, item.image, exclude).items():
+                score = scoring.combine(ev.signals, ev.ignore)
+                matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score), ev.signals,
+                                     region=ev.region, work_region=ev.work_region, transform=ev.transform(score)))
         else:
             for wid, ev in scan_text(coll, bound, item.text, item.name, exclude).items():
                 score = scoring.combine(ev.signals)
@@ -235,13 +237,19 @@ class Detector:
         return matches
 
     # -- calibration -----------------------------------------------------------------------
-    def calibrate(self, name: str, show_progress_bar: bool | None = None) -> Calibration | None:
-        """Learn collection *name*'s false-positive rates now (scans do it when the collection
-        has changed; see `detector.calibration`). None if it has too few works to learn from."""
+    def calibrate(self, name: str, show_progress_bar: bool | None = None) -> list[Calibration]:
+        """Learn collection *name*'s false-positive rates now, for each modality it holds works
+        of (scans do it when the collection has changed; see `detector.calibration`). A modality
+        with too few unrelated works to learn from is left out."""
         with self._lock:
             coll, bound = self._collection(name)
-            null = self._calibrate(coll, bound, "text", show_progress_bar)
-            return None if null is None else null.info
+            out = []
+            for modality in ("image", "text"):
+                if bound.of(modality) and coll.works(modality):
+                    null = self._calibrate(coll, bound, modality, show_progress_bar)
+                    if null is not None:
+                        out.append(null.info)
+            return out
 
     def _null_scores(self, coll: Collection, bound: BoundChannels, modality: str) -> NullScores | None:
         stored = coll.calibration(modality)
@@ -251,13 +259,11 @@ class Detector:
                 null, len(coll.works(modality)), coll.generation
             ):
                 return null if null.info.queries else None
-        if modality != "text":
-            return None  # image calibration: not built yet
         return self._calibrate(coll, bound, modality, None)
 
     def _calibrate(self, coll: Collection, bound: BoundChannels, modality: str,
                    show_progress_bar: bool | None) -> NullScores | None:
-        def top_scores(outputs: list[tuple[str, frozenset[str]]]) -> list[float]:
+        def top_text(outputs: list[tuple[str, frozenset[str]]]) -> list[float]:
             vectors = embed_windows(bound, [text for text, _ in outputs], show_progress_bar)
             scores = []
             with progress(len(outputs), "calibrating", show_progress_bar, unit="output") as bar:
@@ -267,8 +273,24 @@ class Detector:
                     bar.update(1)
             return scores
 
+        def top_image(outputs: list[tuple[Image.Image, frozenset[str]]]) -> list[float]:
+            scores = []
+            with progress(len(outputs), "calibrating", show_progress_bar, unit="output") as bar:
+                for image, exclude in outputs:
+                    found = scan_image(coll, bound, image, exclude)
+                    scores.append(max((scoring.combine(ev.signals, ev.ignore) for ev in found.values()), default=0.0))
+                    bar.update(1)
+            return scores
+
         generation = coll.generation
-        null = calibrate_text(coll, top_scores) if bound.of("text") else None
+        null = None
+        if modality == "text" and bound.of("text"):
+            null = calibrate_text(coll, top_text)
+        elif modality == "image" and bound.of("image"):
+            region = bound.region_channel()
+            decider = region.name if region is not None else ("pdq" if bound.has("pdq") else None)
+            if decider is not None:
+                null = calibrate_image(coll, decider, top_image)
         stored = null or NullScores(
             Calibration(modality, generation, 0, len(coll.works(modality)), "too few unrelated works"), ()
         )
@@ -295,13 +317,19 @@ def _record(path: Path, item: Item, table: MetadataTable | None, **dims: int) ->
     )
 
 
-def _read_batches(files: list[Path], batch_size: int, failed: list[AddFailure]) -> Iterator[list[tuple[Path, Item]]]:
-    """Decode files on a thread pool, one batch ahead of the encoders (decoding overlaps encoding)."""
-    def load(path: Path) -> tuple[Path, Item | None, str | None]:
+def _read_batches(files: list[Path], batch_size: int, failed: list[AddFailure],
+                  bound: BoundChannels) -> Iterator[list[tuple[Path, Item, PreparedImage | None]]]:
+    """Decode files on a thread pool, one batch ahead of the encoders, and do the per-image
+    work that needs no model there too (resizing, PDQ, thumbnail), so it overlaps encoding."""
+    image_channels = bool(bound.of("image"))
+
+    def load(path: Path) -> tuple[Path, Item | None, PreparedImage | None, str | None]:
         try:
-            return path, read_item(path), None
+            item = read_item(path)
         except InputError as exc:
-            return path, None, str(exc)
+            return path, None, None, str(exc)
+        prep = bound.prepare_image(item.image) if image_channels and isinstance(item, ImageItem) else None
+        return path, item, prep, None
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         starts = range(0, len(files), batch_size)
@@ -311,38 +339,11 @@ def _read_batches(files: list[Path], batch_size: int, failed: list[AddFailure]) 
             pending = [pool.submit(load, f) for f in files[start + batch_size : start + 2 * batch_size]]
             batch = []
             for future in current:
-                path, item, err = future.result()
+                path, item, prep, err = future.result()
                 if item is None:
                     failed.append(AddFailure(str(path), err or f"{path}: unreadable"))
                 elif isinstance(item, TextItem) and not word_spans(item.text):
                     failed.append(AddFailure(str(path), f"{path}: text has no words to index"))
                 else:
-                    batch.append((path, item))
+                    batch.append((path, item, prep))
             yield batch
-
-
-#: Per work: raw signals, and the signals too unreliable to count.
-ImageEvidence = dict[str, tuple[dict[str, float | None], frozenset[str]]]
-
-
-def _scan_image(coll: Collection, bound: BoundChannels, item: ImageItem) -> ImageEvidence:
-    queries, quality = bound.image_queries(item.image)
-    signals: dict[str, dict[str, float | None]] = defaultdict(dict)
-    for ch in bound.of("image"):
-        q = queries[ch.name]
-        scores, ids = coll.search(ch.name, q, config.SEARCH_K)
-        segs = coll.segments(ids.ravel().tolist())
-        key = "pdq_distance" if ch.kind == "binary" else ch.name
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            for s, i in zip(row_scores, row_ids, strict=True):
-                if i < 0 or int(i) not in segs:
-                    continue
-                wid = segs[int(i)].work_id
-                old = signals[wid].get(key)
-                val = float(s)
-                if old is None or (val < old if ch.kind == "binary" else val > old):
-                    signals[wid][key] = val
-    names = ["pdq_distance" if c.kind == "binary" else c.name for c in bound.of("image")]
-    # PDQ's authors call hashes of quality < 50 (flat images) unreliable: report, don't count
-    ignore = frozenset({"pdq_distance"}) if quality is not None and quality < PDQ_MIN_QUALITY else frozenset()
-    return {wid: ({n: sig.get(n) for n in names}, ignore) for wid, sig in signals.items()}

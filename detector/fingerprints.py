@@ -114,7 +114,12 @@ def _pdq_pixels(image: Any) -> np.ndarray:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        array = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        if max(rgb.size) > config.PDQ_MAX_SIDE:  # PDQ reduces to 64 x 64 anyway; this is ~20x faster
+            scale = config.PDQ_MAX_SIDE / max(rgb.size)
+            size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+            rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+        array = np.asarray(rgb)
     elif isinstance(image, np.ndarray):
         array = image
         if array.ndim != 3 or array.shape[2] != 3:

@@ -58,6 +58,28 @@ class TextSpan:
 
 
 @dataclass(frozen=True)
+class Box:
+    """A rectangle of an image in its own pixels: left and top inclusive, right and bottom
+    exclusive (as PIL's ``crop`` takes it)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def area(self) -> int:
+        return max(0, self.right - self.left) * max(0, self.bottom - self.top)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+#: How an image output relates to the work it copies, when the evidence can tell.
+Transform = Literal["near-exact", "edited", "partial"]
+
+
+@dataclass(frozen=True)
 class Calibration:
     """What a match's `fpr` was estimated from: the top scores of `queries` outputs made from
     the collection's own works (each scanned with its source work, and works nearly identical
@@ -107,6 +129,13 @@ class Match:
     stretch. `fpr` estimates how often an output that copies nothing of this collection gets a
     top match scoring this high (see `ScanResult.calibration`; None when the collection has too
     few works to tell). Text matches carry `spans`, each output stretch and where it comes from.
+
+    Image matches carry `region`, the part of the output that matches the work (the whole
+    output when all of it does), `work_region`, the part of the work it matches (None = all
+    of it), and `transform`: "near-exact" (the perceptual hash agrees: re-encoded, resized,
+    flipped or rotated by quarter turns), "partial" (a part of the output is a copy, or the
+    output is a part of the work: composites, crops) or "edited" (anything else SSCD finds:
+    recoloured, rotated, framed, overlaid). None for unrelated matches.
     """
 
     work: WorkRef
@@ -116,6 +145,9 @@ class Match:
     excerpt: str | None = None
     fpr: float | None = None
     spans: tuple[TextSpan, ...] = ()
+    region: Box | None = None
+    work_region: Box | None = None
+    transform: Transform | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -129,6 +161,10 @@ class Match:
             out["coverage"] = round(float(self.signals.get("coverage") or 0.0), 4)
             out["longest_run_words"] = int(self.signals.get("longest_run_words") or 0)
             out["spans"] = [s.to_dict() for s in self.spans]
+        else:
+            out["region"] = None if self.region is None else self.region.to_dict()
+            out["work_region"] = None if self.work_region is None else self.work_region.to_dict()
+            out["transform"] = self.transform
         if self.excerpt is not None:
             out["excerpt"] = self.excerpt
         return out

@@ -67,6 +67,10 @@ CREATE TABLE segments(
     start INTEGER, "end" INTEGER, box TEXT,
     UNIQUE(work_num, ordinal)
 );
+CREATE TABLE thumbnails(
+    work_num INTEGER PRIMARY KEY REFERENCES works(num) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
 CREATE TABLE texts(
     work_num INTEGER PRIMARY KEY REFERENCES works(num) ON DELETE CASCADE,
     body TEXT NOT NULL
@@ -448,6 +452,41 @@ class Collection:
         ).fetchone()
         return None if row is None else row[0]
 
+    def thumbnail(self, work_id: str) -> bytes | None:
+        """The small image (encoded bytes) stored with an image work, or None."""
+        row = self.db.execute(
+            "SELECT data FROM thumbnails JOIN works ON works.num = thumbnails.work_num WHERE works.id = ?",
+            (work_id,),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def work_segments(self, work_id: str) -> list[SegmentRecord]:
+        """A work's segments, by ordinal."""
+        rows = self.db.execute(
+            "SELECT segments.id, ordinal, start, \"end\", box FROM segments JOIN works ON works.num = "
+            "segments.work_num WHERE works.id = ? ORDER BY ordinal",
+            (work_id,),
+        )
+        return [
+            SegmentRecord(work_id, r["ordinal"], r["start"], r["end"],
+                          tuple(json.loads(r["box"])) if r["box"] else None, r["id"])
+            for r in rows
+        ]
+
+    def vectors(self, channel: str, ids: Sequence[int]) -> np.ndarray:
+        """The stored vectors (float) or codes (binary) of segments *ids*, one row each."""
+        spec = self.manifest.channel(channel)
+        index = self._indexes.get(channel)
+        if index is None:
+            raise CollectionError(f"channel {channel!r} of {self.name!r} holds posting keys, not vectors")
+        try:
+            rows = [index.reconstruct(int(i)) for i in ids]
+        except RuntimeError as exc:
+            raise CollectionError(f"channel {channel!r} of {self.name!r} has no vector for some of {list(ids)}") from exc
+        width = spec.dim if spec.kind == "float" else spec.dim // 8
+        dtype = np.float32 if spec.kind == "float" else np.uint8
+        return np.asarray(rows, dtype=dtype).reshape(len(rows), width)
+
     def segments(self, ids: Sequence[int]) -> dict[int, SegmentRecord]:
         """Segments by id; ids no longer in the catalog are left out."""
         out: dict[int, SegmentRecord] = {}
@@ -595,11 +634,12 @@ class Collection:
                 continue
             index = self._indexes[spec.name]
             ids = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
+            whole_only = " AND segments.ordinal = 0" if spec.covers == "whole" else ""
             modality_ids = {
                 r[0]
                 for r in self.db.execute(
                     "SELECT segments.id FROM segments JOIN works ON works.num = segments.work_num "
-                    "WHERE works.modality = ?",
+                    "WHERE works.modality = ?" + whole_only,
                     (spec.modality,),
                 )
             }
@@ -653,10 +693,13 @@ class Writer:
         vectors: dict[str, np.ndarray],
         postings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
         text: str | None = None,
+        thumbnail: bytes | None = None,
     ) -> bool:
-        """Add a work with its segments, one vector per segment for every vector channel of its
-        modality, and optional posting keys (keys, positions). Returns False, changing nothing,
-        when a work with the same sha256 is already stored."""
+        """Add a work with its segments (the whole work first, ordinal 0), one vector per
+        segment for every vector channel of its modality that covers "all" segments and one for
+        the whole work for those that cover "whole", optional posting keys (keys, positions),
+        text body and thumbnail. Returns False, changing nothing, when a work with the same
+        sha256 is already stored."""
         if self.has_sha256(work.sha256):
             return False
         if not segments:
@@ -671,12 +714,15 @@ class Writer:
                 continue
             vec = vectors.get(spec.name)
             width = spec.dim if spec.kind == "float" else spec.dim // 8
-            if vec is None or vec.shape != (len(segments), width):
+            rows = len(segments) if spec.covers == "all" else 1
+            if vec is None or vec.shape != (rows, width):
                 got = None if vec is None else vec.shape
                 raise CollectionError(
                     f"work {work.source}: channel {spec.name} needs vectors of shape "
-                    f"({len(segments)}, {width}), got {got}"
+                    f"({rows}, {width}), got {got}"
                 )
+        if segments[0].ordinal != 0:
+            raise CollectionError(f"work {work.source}: the first segment must be the whole work (ordinal 0)")
         # one savepoint per work: a failure part-way (a repeated ordinal, bad posting arrays)
         # leaves neither catalog rows nor vectors of this work in the session
         self.db.execute("SAVEPOINT add_work")
@@ -720,10 +766,12 @@ class Writer:
                     continue
                 dtype = np.float32 if spec.kind == "float" else np.uint8
                 vec = np.ascontiguousarray(vectors[spec.name], dtype=dtype)
-                self._index(spec.name).add_with_ids(vec, ids)
+                self._index(spec.name).add_with_ids(vec, ids[: len(vec)])
                 added.append(spec.name)
             if text is not None:
                 self.db.execute("INSERT INTO texts (work_num, body) VALUES (?, ?)", (num, text))
+            if thumbnail is not None:
+                self.db.execute("INSERT INTO thumbnails (work_num, data) VALUES (?, ?)", (num, thumbnail))
         except BaseException:
             for name in added:
                 self._own[name] = _remove_ids(self.coll.manifest.channel(name), self._own[name], ids)

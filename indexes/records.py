@@ -15,7 +15,7 @@ from typing import Any, Literal
 from indexes.errors import CollectionError
 
 #: Version of the on-disk layout; a collection of another version is refused with a message.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 ChannelKind = Literal["float", "binary", "postings"]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -38,7 +38,9 @@ class ChannelSpec:
     `name` is the channel's key (also its file name); `encoder` the spec string of what made its
     vectors and `weights_sha256` a hash of that encoder's weights; `factory` the FAISS factory
     string; `metric` "ip" (inner product of L2-normalised vectors = cosine), "hamming" (binary
-    codes, `dim` bits) or "containment" (posting keys, `dim` 0).
+    codes, `dim` bits) or "containment" (posting keys, `dim` 0). `covers` says which segments
+    a vector channel holds a vector for: "all" of them, or only each work's "whole" segment
+    (ordinal 0; e.g. a perceptual hash, where image regions get none).
     """
 
     name: str
@@ -50,6 +52,7 @@ class ChannelSpec:
     factory: str
     weights_sha256: str = ""
     normalised: bool = True
+    covers: str = "all"
 
     def __post_init__(self) -> None:
         check_name(self.name, "channel")
@@ -57,6 +60,8 @@ class ChannelSpec:
             raise CollectionError(f"channel {self.name}: kind must be float, binary or postings")
         if self.kind != "postings" and self.dim <= 0:
             raise CollectionError(f"channel {self.name}: dim must be positive, got {self.dim}")
+        if self.covers not in ("all", "whole"):
+            raise CollectionError(f"channel {self.name}: covers must be 'all' or 'whole', got {self.covers!r}")
         if self.kind == "binary" and self.dim % 8:
             raise CollectionError(f"channel {self.name}: binary dim must be a multiple of 8 bits")
 

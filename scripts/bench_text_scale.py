@@ -661,9 +661,9 @@ def scan_collection(label: str, home: Path, meta: dict[str, Any], probes: dict[s
     rss["after opening"] = rss_mib()
     log.info("%s: opened %s in %.1f s (%s)", label, collection_dir(home), open_s, manifest.counts)
     t0 = time.perf_counter()
-    cal = det.calibrate(COLLECTION)
+    cals = det.calibrate(COLLECTION)
     cal_s = time.perf_counter() - t0
-    note = "no calibration (too few works)" if cal is None else f"{cal.queries} outputs, {cal.works} works"
+    note = "; ".join(f"{c.queries} outputs, {c.works} works" for c in cals) or "no calibration (too few works)"
     log.info("%s: calibrated in %.1f s (%s)", label, cal_s, note)
     rss["after calibration"] = rss_mib()
     stats = ScanStats(label, int(manifest.counts.get("segments", 0)), int(manifest.counts.get("works", 0)),

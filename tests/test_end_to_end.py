@@ -54,7 +54,11 @@ def test_scan_json_contract(home: Path, corpus: dict, tmp_path: Path) -> None:
     first = data["matches"][0]
     assert set(first["work"]) >= {"id", "source", "sha256", "title"}
     assert 0.0 <= first["score"] <= 1.0 and first["verdict"] in ("copy", "similar", "unrelated")
-    assert set(first["signals"]) == {"sscd", "pdq_distance"}
+    assert set(first["signals"]) == {"sscd", "sscd_normalised", "pdq_distance"}
+    assert set(first) >= {"region", "work_region", "transform", "fpr"}
+    assert first["transform"] in ("near-exact", "edited", "partial")
+    box = first["region"]
+    assert 0 <= box["left"] < box["right"] and 0 <= box["top"] < box["bottom"]
     scores = [m["score"] for m in data["matches"]]
     assert scores == sorted(scores, reverse=True)
 

