@@ -17,7 +17,7 @@ from typing import Any
 
 from detector import __version__, config
 from detector.errors import Factor4Error
-from detector.results import ScanResult, TextSpan
+from detector.results import Match, ScanResult, TextSpan
 
 log = logging.getLogger("factor4")
 
@@ -83,8 +83,12 @@ def format_result(r: ScanResult) -> str:
     for i, m in enumerate(r.matches, 1):
         sig = "  ".join(f"{k}={'-' if v is None else f'{v:.3g}'}" for k, v in m.signals.items())
         title = m.work.title or m.work.source
-        lines.append(f"  {i}. {m.verdict:<9} {m.score:5.3f}  {title}  [{m.work.id}]")
+        kind = f"  {m.transform} copy" if m.transform and m.verdict == "copy" else (
+            f"  ({m.transform})" if m.transform else "")
+        lines.append(f"  {i}. {m.verdict:<9} {m.score:5.3f}  {title}  [{m.work.id}]{kind}")
         lines.append(f"       {sig}")
+        if m.transform is not None and m.region is not None:
+            lines.append(f"       {_region_line(m)}")
         if m.fpr is not None and r.calibration is not None:
             lines.append(f"       false-positive rate ~{m.fpr:.2%} (from {r.calibration.queries} unrelated outputs "
                          "made of this collection's works)")
@@ -94,6 +98,25 @@ def format_result(r: ScanResult) -> str:
             text = " ".join(m.excerpt.split())
             lines.append(f'       copied: "{text[:160]}{"..." if len(text) > 160 else ""}"')
     return "\n".join(lines)
+
+
+TRANSFORM_MEANING = {
+    "near-exact": "re-encoded, resized, flipped or turned: the perceptual hash agrees",
+    "edited": "recoloured, rotated, framed or overlaid: SSCD matches",
+    "partial": "a part matches",
+}
+
+
+def _region_line(m: Match) -> str:
+    b = m.region
+    where = f"output pixels ({b.left},{b.top})-({b.right},{b.bottom})"
+    if m.work_region is not None:
+        w = m.work_region
+        return f"{TRANSFORM_MEANING[m.transform]}: the output is a part of the work, near ({w.left},{w.top})-" \
+               f"({w.right},{w.bottom}) of it"
+    if m.transform == "partial":
+        return f"{TRANSFORM_MEANING['partial']}: the work appears in {where}"
+    return f"{TRANSFORM_MEANING[m.transform]}; region: {where}"
 
 
 SPAN_COLUMN = 52

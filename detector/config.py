@@ -116,6 +116,10 @@ PARTIAL_AREA = 0.8
 #: A region (of the output, or of the work) is named as the match only when its score beats
 #: the whole image's by at least this much; otherwise the match is the whole image.
 REGION_MARGIN = 0.05
+#: The reported output region is the largest window whose cosine with the work is within this
+#: of the best window's (the best alone is often a part of the copied area; measured on
+#: composites, mean IoU with the pasted area 0.74 against 0.56 for the best window alone).
+REGION_TOLERANCE = 0.04
 #: A bulk add commits after this many new works, so an interruption keeps what was done.
 ADD_COMMIT_EVERY = 256
 

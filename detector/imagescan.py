@@ -77,76 +77,115 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     query = query or bound.image_queries(image)
     full = Box(0, 0, image.width, image.height)
     signals: dict[str, dict[str, float]] = defaultdict(dict)
-    # per work: (normalised score, row) of the whole output and of its best region
-    whole_norm: dict[str, float] = {}
-    part_norm: dict[str, tuple[float, int]] = {}
-    work_region_of: dict[str, Box | None] = {}
+    region_of: dict[str, Box] = {}
+    work_region_of: dict[str, Box] = {}
+    names = []
     for ch in bound.of("image"):
         rows = query.rows[ch.name]
         binary = ch.kind == "binary"
         regional = ch.kind == "float" and ch.covers == "all"
-        k = config.IMAGE_SEARCH_K if regional else config.SEARCH_K
-        scores, ids = coll.search(ch.name, rows, k)
+        names.append("pdq_distance" if binary else ch.name)
+        scores, ids = coll.search(ch.name, rows, config.IMAGE_SEARCH_K if regional else config.SEARCH_K)
         segs = coll.segments(np.unique(ids[ids >= 0]).tolist())
-        key = "pdq_distance" if binary else ch.name
-        for r, (row_scores, row_ids) in enumerate(zip(scores, ids, strict=True)):
-            best: dict[str, float] = {}  # work -> best score of this row, in rank order
-            whole: dict[str, float] = {}  # work -> score against its whole segment
-            part: dict[str, tuple[float, int]] = {}  # work -> best score against one of its regions
-            for s, i in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
-                seg = segs.get(int(i)) if i >= 0 else None
-                if seg is None or seg.work_id in exclude:
-                    continue
-                best.setdefault(seg.work_id, float(s))
-                if seg.ordinal == 0:
-                    whole.setdefault(seg.work_id, float(s))
-                else:
-                    part.setdefault(seg.work_id, (float(s), seg.ordinal))
-            if binary:
-                for wid, dist in best.items():
-                    signals[wid][key] = min(dist, signals[wid].get(key, np.inf))
-                continue
-            if not regional:  # CLIP: the whole output only
-                for wid, cos in best.items():
-                    signals[wid][key] = max(cos, signals[wid].get(key, -1.0))
-                continue
-            if r == 0:
-                for wid, cos in best.items():
-                    signals[wid][key] = cos
-                    # a work's region counts as the match only if it clearly beats the whole work
-                    if wid in part and part[wid][0] >= whole.get(wid, -1.0) + config.REGION_MARGIN:
-                        work_region_of[wid] = _segment_box(coll, wid, part[wid][1])
-            background = _background(list(best.values()))
-            if background is None:
-                continue
-            for wid, cos in best.items():
-                if r == 0:
-                    whole_norm[wid] = cos - background
-                elif cos - background > part_norm.get(wid, (-np.inf, 0))[0]:
-                    part_norm[wid] = (cos - background, r)
-    names = []
-    for c in bound.of("image"):
-        names.append("pdq_distance" if c.kind == "binary" else c.name)
-        if c.kind == "float" and c.covers == "all":
+        hits = _Hits(scores, ids, segs, exclude)
+        if regional:
             names.append("sscd_normalised")
+            _regional(coll, hits, query.boxes, full, ch.name, signals, region_of, work_region_of)
+            continue
+        key = "pdq_distance" if binary else ch.name
+        for row, work, score in zip(hits.row.tolist(), hits.work.tolist(), hits.score.tolist(), strict=True):
+            wid = hits.works[work]
+            old = signals[wid].get(key)
+            if old is None or (score < old if binary else score > old):
+                signals[wid][key] = score
     # PDQ's authors call hashes of quality < 50 (flat images) unreliable: report, don't count
     flat = query.quality is not None and query.quality < PDQ_MIN_QUALITY
     ignore = frozenset({"pdq_distance"}) if flat else frozenset()
-    out = {}
-    for wid, sig in signals.items():
-        region, work_region = full, work_region_of.get(wid)
-        norm = whole_norm.get(wid)
-        if wid in part_norm:
-            part_score, row = part_norm[wid]
-            # a part of the output is the match only if it clearly beats the whole output
-            if norm is None or part_score >= norm + config.REGION_MARGIN:
-                region, work_region = query.boxes[row], None
-            norm = part_score if norm is None else max(norm, part_score)
-        if norm is not None:
-            sig["sscd_normalised"] = norm
-        values: dict[str, float | None] = {n: sig.get(n) for n in names}
-        out[wid] = ImageEvidence(values, ignore, region, work_region, full.area)
-    return out
+    return {
+        wid: ImageEvidence({n: sig.get(n) for n in names}, ignore, region_of.get(wid, full),
+                           work_region_of.get(wid), full.area)
+        for wid, sig in signals.items()
+    }
+
+
+@dataclass
+class _Hits:
+    """A search's results as flat arrays, keeping each row's best hit per work (in rank order),
+    excluded works and deleted segments dropped."""
+
+    row: np.ndarray
+    work: np.ndarray  # index into `works`
+    score: np.ndarray
+    ordinal: np.ndarray
+    works: list[str]
+
+    def __init__(self, scores: np.ndarray, ids: np.ndarray, segs: dict, exclude: frozenset[str]) -> None:
+        self.works = sorted({seg.work_id for seg in segs.values()} - exclude)
+        index = {w: i for i, w in enumerate(self.works)}
+        seg_work = {i: index.get(seg.work_id, -1) for i, seg in segs.items()}
+        seg_ord = {i: seg.ordinal for i, seg in segs.items()}
+        flat_ids = ids.ravel().tolist()
+        work = np.fromiter((seg_work.get(i, -1) for i in flat_ids), np.int64, len(flat_ids))
+        ordinal = np.fromiter((seg_ord.get(i, -1) for i in flat_ids), np.int64, len(flat_ids))
+        row = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
+        keep = work >= 0
+        row, work, ordinal, score = row[keep], work[keep], ordinal[keep], scores.ravel()[keep]
+        self.all_row, self.all_work, self.all_ordinal, self.all_score = row, work, ordinal, score
+        # first (best) hit of each work in each row: rows are in rank order
+        _, first = np.unique(row * max(1, len(self.works)) + work, return_index=True)
+        first.sort()
+        self.row, self.work, self.score, self.ordinal = row[first], work[first], score[first], ordinal[first]
+
+
+def _regional(coll: Collection, hits: _Hits, boxes: tuple[Box, ...], full: Box, key: str,
+              signals: dict[str, dict[str, float]], region_of: dict[str, Box], work_region_of: dict[str, Box]) -> None:
+    """SSCD signals from the whole output (row 0) and its regions (rows 1..)."""
+    # row 0: the whole output against works, whole or one of their indexed regions
+    whole0: dict[int, float] = {}
+    part0: dict[int, tuple[float, int]] = {}
+    at0 = hits.all_row == 0
+    for work, ordinal, score in zip(hits.all_work[at0].tolist(), hits.all_ordinal[at0].tolist(),
+                                    hits.all_score[at0].tolist(), strict=True):
+        if ordinal == 0:
+            whole0.setdefault(work, score)
+        else:
+            part0.setdefault(work, (score, ordinal))
+    for work in set(whole0) | set(part0):
+        best = max(whole0.get(work, -1.0), part0.get(work, (-1.0, 0))[0])
+        wid = hits.works[work]
+        signals[wid][key] = best
+        # a work's region is the match only if it clearly beats the whole work
+        if work in part0 and part0[work][0] >= whole0.get(work, -1.0) + config.REGION_MARGIN:
+            box = _segment_box(coll, wid, part0[work][1])
+            if box is not None:
+                work_region_of[wid] = box
+    # background per row: the score of its SSCD_NORM_RANK-th distinct work
+    nrows = len(boxes)
+    counts = np.bincount(hits.row, minlength=nrows)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.minimum(counts, config.SSCD_NORM_RANK) - 1
+    usable = counts >= config.SSCD_NORM_MIN_WORKS
+    background = np.full(nrows, np.nan)
+    background[usable] = hits.score[starts[usable] + rank[usable]]
+    norm = hits.score - background[hits.row]
+    ok = ~np.isnan(norm)
+    for w in np.unique(hits.work[ok]).tolist():
+        mine = ok & (hits.work == w)
+        wid = hits.works[w]
+        signals[wid]["sscd_normalised"] = float(norm[mine].max())
+        # where: the part of the output that looks most like the work (raw cosine), if it
+        # clearly beats the whole output; then the largest window nearly as good, which covers
+        # the copied part better than the single best (smaller) window
+        parts = mine & (hits.row > 0)
+        if not parts.any():
+            continue
+        raw = np.where(parts, hits.score, -np.inf)
+        best = float(raw.max())
+        if best < signals[wid].get(key, -1.0) + config.REGION_MARGIN:
+            continue
+        near = np.flatnonzero(raw >= best - config.REGION_TOLERANCE)
+        region_of[wid] = max((boxes[int(hits.row[j])] for j in near), key=lambda b: b.area)
+        work_region_of.pop(wid, None)
 
 
 def _segment_box(coll: Collection, work_id: str, ordinal: int) -> Box | None:

@@ -36,6 +36,13 @@ class SpanOut(BaseModel):
     work_text: str
 
 
+class BoxOut(BaseModel):
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+
 class MatchOut(BaseModel):
     work: WorkOut
     score: float = Field(ge=0, le=1, description="0..1, higher = stronger evidence of copying")
@@ -45,6 +52,10 @@ class MatchOut(BaseModel):
     coverage: float | None = Field(None, description="texts: share of the output's words copied from the work")
     longest_run_words: int | None = Field(None, description="texts: longest verbatim run, in words")
     spans: list[SpanOut] | None = Field(None, description="texts: what was copied from where")
+    region: BoxOut | None = Field(None, description="images: the part of the output that matches, in its pixels")
+    work_region: BoxOut | None = Field(None, description="images: the part of the work matched (null = all of it)")
+    transform: Literal["near-exact", "edited", "partial"] | None = Field(
+        None, description="images: how the output copies the work, when it does")
     excerpt: str | None = None
 
 

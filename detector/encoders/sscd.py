@@ -61,16 +61,27 @@ class GemHead:
         if not windows:
             return np.zeros((0, self.weight.shape[0]), np.float32)
         powered = np.maximum(fmap.astype(np.float64), self.eps) ** self.p
-        # integral image over the cells: any window's sum from four corners
+        # integral image over the cells (float64: differences of large sums stay exact enough)
         c, h, w = powered.shape
         integral = np.zeros((c, h + 1, w + 1))
         integral[:, 1:, 1:] = powered.cumsum(1).cumsum(2)
         win = np.asarray(windows, dtype=np.int64)
         x0, y0, x1, y1 = win[:, 0], win[:, 1], win[:, 0] + win[:, 2], win[:, 1] + win[:, 3]
-        sums = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
-        means = np.maximum(sums / (win[:, 2] * win[:, 3]), self.eps**self.p) ** (1.0 / self.p)
-        vectors = (means.T @ self.weight.T.astype(np.float64) + self.bias).astype(np.float32)
+        flat = integral.reshape(c, -1)
+        stride = w + 1
+        sums = flat[:, y1 * stride + x1] - flat[:, y0 * stride + x1] - flat[:, y1 * stride + x0] + flat[:, y0 * stride + x0]
+        means = np.maximum(sums.T / (win[:, 2] * win[:, 3])[:, None], self.eps**self.p).astype(np.float32)
+        pooled = np.cbrt(means) if self.p == 3.0 else means ** np.float32(1.0 / self.p)
+        vectors = pooled @ self._weight_t + self.bias
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+
+    @property
+    def _weight_t(self) -> np.ndarray:
+        cached = self.__dict__.get("_wt")
+        if cached is None:
+            cached = np.ascontiguousarray(self.weight.T, dtype=np.float32)
+            object.__setattr__(self, "_wt", cached)
+        return cached
 
 
 def read_gem_head(model_path: Path) -> tuple[bytes, GemHead]:
