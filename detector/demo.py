@@ -156,6 +156,10 @@ def make_image_outputs(refs: list[Path], unrelated: list[Path], out: Path) -> li
          lambda im: im.resize((im.width // 2, im.height // 2))),
         ("mirrored and brightened", lambda im: ImageEnhance.Brightness(ImageOps.mirror(im)).enhance(1.3)),
     ]
+    if unrelated:
+        with Image.open(unrelated[0]) as base_file:
+            base = base_file.convert("RGB")
+        edits.append(("pasted into another photo, 40% of its area", lambda im: _paste(im, base, 0.4)))
     for i, ref in enumerate(refs):
         how, edit = edits[i % len(edits)]
         with Image.open(ref) as src:
@@ -174,6 +178,15 @@ def _crop(im: Image.Image, share: float) -> Image.Image:
     cw, ch = int(w * share), int(h * share)
     left, top = (w - cw) // 2, (h - ch) // 2
     return im.crop((left, top, left + cw, top + ch)).resize((w, h))
+
+
+def _paste(im: Image.Image, base: Image.Image, share: float) -> Image.Image:
+    """*im* scaled to *share* of a larger copy of *base*'s area, pasted off-centre."""
+    canvas = base.resize((max(base.width, 800), max(base.width, 800) * base.height // base.width))
+    scale = (share * canvas.width * canvas.height / (im.width * im.height)) ** 0.5
+    small = im.resize((int(im.width * scale), int(im.height * scale)))
+    canvas.paste(small, (canvas.width - small.width - canvas.width // 20, canvas.height // 10))
+    return canvas
 
 
 def _recolour(im: Image.Image) -> Image.Image:
@@ -270,7 +283,8 @@ def run_demo(workdir: str | Path | None = None, cache: str | Path | None = None,
 
 
 def format_outcome(outcome: DemoOutcome) -> str:
-    head = f"{'output':<40} {'how it was made':<48} {'best match':<24} {'score':>5}  {'fpr':>6}  verdict    ok"
+    head = (f"{'output':<40} {'how it was made':<48} {'best match':<24} {'score':>5}  {'fpr':>6}  verdict    "
+            f"{'found as':<10}  ok")
     lines = ["", head, "-" * len(head)]
     for row in outcome.rows:
         best = row.result.best
@@ -278,16 +292,22 @@ def format_outcome(outcome: DemoOutcome) -> str:
         score = f"{best.score:.2f}" if best else "-"
         fpr = f"{best.fpr:.1%}" if best and best.fpr is not None else "-"
         verdict = best.verdict if best else "unrelated"
+        found = "-"
+        if best and best.verdict != "unrelated":
+            kinds = {s.kind for s in best.spans if not s.discounted}
+            strongest = next((k for k in ("verbatim", "near", "paraphrase") if k in kinds), "-")
+            found = (best.transform or "-") if row.result.modality == "image" else strongest
         lines.append(f"{row.case.path.name[:40]:<40} {row.case.how[:48]:<48} {match[:24]:<24} {score:>5}  "
-                     f"{fpr:>6}  {verdict:<9}  {'yes' if row.correct else 'NO'}")
+                     f"{fpr:>6}  {verdict:<9}  {found[:10]:<10}  {'yes' if row.correct else 'NO'}")
     n_ok = sum(r.correct for r in outcome.rows)
     lines.append("")
     lines.append(f"{n_ok} of {len(outcome.rows)} outputs classified as expected "
                  "(each edited copy matched to its source as 'copy'; unrelated outputs not matched).")
-    cal = next((r.result.calibration for r in outcome.rows if r.result.calibration), None)
-    if cal is not None:
-        lines.append(f"fpr: share of {cal.queries} outputs made from the collection's own {cal.modality}s "
-                     "(source left out) that scored as high; images are not calibrated yet.")
+    cals = {r.result.calibration.modality: r.result.calibration for r in outcome.rows if r.result.calibration}
+    if cals:
+        made = " and ".join(f"{c.queries} {m}s" for m, c in sorted(cals.items()))
+        lines.append(f"fpr: share of the outputs made from the collection's own works ({made}; source left out) "
+                     "whose best match scored as high.")
     lines.append(f"Files are in {outcome.workdir}; explore with: "
                  f"factor4 --home {outcome.workdir / 'home'} scan demo {outcome.workdir / 'outputs'}")
     return "\n".join(lines)
