@@ -28,9 +28,11 @@ Cells = tuple[int, int, int, int]
 
 
 def reference_windows(rows: int, cols: int,
-                      layout: Sequence[tuple[float, float, float, float]] = config.REFERENCE_REGIONS) -> list[Cells]:
+                      layout: Sequence[tuple[float, float, float, float]] | None = None) -> list[Cells]:
     """The reference regions of a *rows* x *cols* feature map, from *layout* (fractions of the
-    map: left, top, width, height), rounded to whole cells; duplicates dropped."""
+    map: left, top, width, height; default `config.REFERENCE_REGIONS`), rounded to whole cells;
+    duplicates dropped."""
+    layout = config.REFERENCE_REGIONS if layout is None else layout
     out: list[Cells] = []
     for fx, fy, fw, fh in layout:
         w = max(1, min(cols, round(fw * cols)))
@@ -42,9 +44,11 @@ def reference_windows(rows: int, cols: int,
     return out
 
 
-def query_windows(rows: int, cols: int, sides: Sequence[float] = config.QUERY_REGION_SIDES) -> list[Cells]:
+def query_windows(rows: int, cols: int, sides: Sequence[float] | None = None) -> list[Cells]:
     """Every window whose width and height are each one of *sides* (fractions of the map,
-    rounded to cells; the whole map excluded), at every cell offset."""
+    rounded to cells; default `config.QUERY_REGION_SIDES`; the whole map excluded), at every
+    cell offset."""
+    sides = config.QUERY_REGION_SIDES if sides is None else sides
     widths = sorted({max(1, min(cols, round(f * cols))) for f in sides})
     heights = sorted({max(1, min(rows, round(f * rows))) for f in sides})
     out: list[Cells] = []
