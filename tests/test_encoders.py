@@ -365,3 +365,36 @@ def test_default_batch_size_is_config():
     import inspect
 
     assert inspect.signature(Encoder.encode).parameters["batch_size"].default == config.ENCODE_BATCH_SIZE
+
+
+def test_collection_with_clip_reports_it_as_a_separate_signal(tiny_clip, tiny_checkpoint, photos, tmp_path):
+    """CLIP rides along with SSCD and PDQ: it indexes whole images only and is reported as its
+    own signal; on its own it never makes a copy verdict."""
+    from PIL import ImageOps
+
+    from detector import Detector
+    from detector.works import read_item
+
+    works = tmp_path / "works"
+    works.mkdir()
+    for name, image in photos.items():
+        image.save(works / f"{name}.png")
+    det = Detector(tmp_path / "home")
+    det.create("c", ["sscd", "pdq", f"clip:{TINY}/{tiny_checkpoint}"])
+    assert len(det.add("c", [works]).added) == len(photos)
+    coll, _ = det._collection("c")
+    assert coll.manifest.channel("clip").covers == "whole" and coll.check() == []
+    out = tmp_path / "flip.png"
+    ImageOps.mirror(photos["rocket"]).save(out)
+    result = det.scan_item("c", read_item(out))
+    assert result.best.work.title == "rocket" and result.verdict == "copy"
+    assert set(result.best.signals) == {"sscd", "sscd_normalised", "pdq_distance", "clip"}
+    assert all(m.signals["clip"] is not None for m in result.matches)
+    # the other photographs: whatever CLIP says, without SSCD or PDQ evidence they are no copies
+    from detector import config, scoring
+
+    others = [m for m in result.matches if m.work.title != "rocket"]
+    assert len(others) == len(photos) - 1
+    for m in others:
+        assert scoring.combine({k: v for k, v in m.signals.items() if k != "clip"}) < config.SIMILAR_SCORE
+        assert m.verdict != "copy" and scoring.evidence("clip", m.signals["clip"]) < config.COPY_SCORE
