@@ -10,6 +10,14 @@ score and explain matches. Importable without FastAPI.
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads (FAISS's, torch's) spin after each parallel region by default, starving the
+# ONNX Runtime and numpy work that follows on a small machine (an image scan took 1.6x longer).
+# Must be set before the OpenMP runtime loads; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 from typing import Any
 
 __version__ = "0.1.0"

@@ -212,7 +212,7 @@ class Detector:
             coll, bound = self._collection(name)
             if not bound.of(item.modality):
                 raise InputError(f"{item.name}: collection {name!r} has no encoder for {item.modality} outputs")
-            matches = self._matches(coll, bound, item)[:top]  # a bad output fails here, before any calibration
+            matches = self._matches(coll, bound, item, top=top)  # a bad output fails here, before any calibration
             null = self._null_scores(coll, bound, item.modality)
             if null is not None:
                 matches = [replace(m, fpr=null.fpr(m.score)) for m in matches]
@@ -220,12 +220,15 @@ class Detector:
                               None if null is None else null.info)
 
     def _matches(self, coll: Collection, bound: BoundChannels, item: Item,
-                 exclude: frozenset[str] = frozenset()) -> list[Match]:
-        """Every work the output matches, best first (no fpr yet)."""
+                 exclude: frozenset[str] = frozenset(), top: int | None = None) -> list[Match]:
+        """The *top* works (default all) the output matches, best first (no fpr yet)."""
         matches = []
         if isinstance(item, ImageItem):
-            for wid, ev in scan_image(coll, bound, item.image, exclude).items():
-                score = scoring.combine(ev.signals, ev.ignore)
+            found = scan_image(coll, bound, item.image, exclude)
+            ranked = sorted(((scoring.combine(ev.signals, ev.ignore), wid) for wid, ev in found.items()),
+                            key=lambda p: (-p[0], p[1]))
+            for score, wid in ranked[:top]:
+                ev = found[wid]
                 matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score), ev.signals,
                                      region=ev.region, work_region=ev.work_region, transform=ev.transform(score)))
         else:
@@ -234,7 +237,7 @@ class Detector:
                 matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score),
                                      ev.signals, ev.excerpt, spans=tuple(ev.spans)))
         matches.sort(key=lambda m: (-m.score, m.work.id))
-        return matches
+        return matches[:top]
 
     # -- calibration -----------------------------------------------------------------------
     def calibrate(self, name: str, show_progress_bar: bool | None = None) -> list[Calibration]:

@@ -122,11 +122,14 @@ class _Hits:
     def __init__(self, scores: np.ndarray, ids: np.ndarray, segs: dict, exclude: frozenset[str]) -> None:
         self.works = sorted({seg.work_id for seg in segs.values()} - exclude)
         index = {w: i for i, w in enumerate(self.works)}
-        seg_work = {i: index.get(seg.work_id, -1) for i, seg in segs.items()}
-        seg_ord = {i: seg.ordinal for i, seg in segs.items()}
-        flat_ids = ids.ravel().tolist()
-        work = np.fromiter((seg_work.get(i, -1) for i in flat_ids), np.int64, len(flat_ids))
-        ordinal = np.fromiter((seg_ord.get(i, -1) for i in flat_ids), np.int64, len(flat_ids))
+        known = np.asarray(sorted(segs), dtype=np.int64)
+        known_work = np.asarray([index.get(segs[i].work_id, -1) for i in known.tolist()], dtype=np.int64)
+        known_ord = np.asarray([segs[i].ordinal for i in known.tolist()], dtype=np.int64)
+        flat_ids = ids.ravel()
+        at = np.clip(np.searchsorted(known, flat_ids), 0, max(0, len(known) - 1))
+        found = (known[at] == flat_ids) if len(known) else np.zeros(len(flat_ids), bool)
+        work = np.where(found, known_work[at] if len(known) else -1, -1)
+        ordinal = np.where(found, known_ord[at] if len(known) else -1, -1)
         row = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
         keep = work >= 0
         row, work, ordinal, score = row[keep], work[keep], ordinal[keep], scores.ravel()[keep]
@@ -161,6 +164,7 @@ def _regional(coll: Collection, hits: _Hits, boxes: tuple[Box, ...], full: Box, 
                 work_region_of[wid] = box
     # background per row: the score of its SSCD_NORM_RANK-th distinct work
     nrows = len(boxes)
+    areas = np.asarray([b.area for b in boxes])
     counts = np.bincount(hits.row, minlength=nrows)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.minimum(counts, config.SSCD_NORM_RANK) - 1
@@ -184,7 +188,7 @@ def _regional(coll: Collection, hits: _Hits, boxes: tuple[Box, ...], full: Box, 
         if best < signals[wid].get(key, -1.0) + config.REGION_MARGIN:
             continue
         near = np.flatnonzero(raw >= best - config.REGION_TOLERANCE)
-        region_of[wid] = max((boxes[int(hits.row[j])] for j in near), key=lambda b: b.area)
+        region_of[wid] = boxes[int(hits.row[near[np.argmax(areas[hits.row[near]])]])]
         work_region_of.pop(wid, None)
 
 

@@ -171,6 +171,9 @@ class SSCDEncoder(Encoder):
         model_bytes, self.head = read_gem_head(self.model_path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # ONNX Runtime's threads spin for a while after each run; on a small machine that
+        # starves what follows (FAISS's OpenMP search took 10x longer right after an encode)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
         )
