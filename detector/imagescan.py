@@ -16,8 +16,9 @@ For each image channel the output's query rows are searched (`BoundChannels.imag
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,7 @@ from PIL import Image
 from detector import config, scoring
 from detector.channels import BoundChannels, ImageQuery
 from detector.fingerprints import PDQ_MIN_QUALITY
+from detector.regions import query_windows, window_box
 from detector.results import Box, Transform
 from indexes import Collection
 
@@ -53,9 +55,8 @@ class ImageEvidence:
         pdq = self.signals.get("pdq_distance")
         if pdq is not None and "pdq_distance" not in self.ignore and pdq <= PDQ_NEAR_EXACT:
             return "near-exact"
-        sscd = scoring.evidence("sscd", self.signals.get("sscd"))
-        normalised = scoring.evidence("sscd_normalised", self.signals.get("sscd_normalised"))
-        if max(sscd, normalised) < config.SIMILAR_SCORE:
+        if scoring.combine({k: v for k, v in self.signals.items() if k.startswith("sscd")},
+                           self.ignore) < config.SIMILAR_SCORE:
             return None  # only CLIP: same subject or style, not a copy of any part
         if self.work_region is not None or self.region.area < config.PARTIAL_AREA * self.output_area:
             return "partial"
@@ -71,9 +72,11 @@ def _background(row_scores: list[float]) -> float | None:
 
 
 def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
-               exclude: frozenset[str] = frozenset(), query: ImageQuery | None = None) -> dict[str, ImageEvidence]:
+               exclude: frozenset[str] = frozenset(), query: ImageQuery | None = None,
+               locate: int = 0) -> dict[str, ImageEvidence]:
     """Evidence per work that the output *image* matches (works in *exclude* left out, as if
-    they were not in the collection)."""
+    they were not in the collection). For the *locate* strongest matches that the whole output
+    matches, `locate_in_work` looks for the part of the work the output may be a crop of."""
     query = query or bound.image_queries(image)
     full = Box(0, 0, image.width, image.height)
     signals: dict[str, dict[str, float]] = defaultdict(dict)
@@ -101,11 +104,48 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     # PDQ's authors call hashes of quality < 50 (flat images) unreliable: report, don't count
     flat = query.quality is not None and query.quality < PDQ_MIN_QUALITY
     ignore = frozenset({"pdq_distance"}) if flat else frozenset()
-    return {
-        wid: ImageEvidence({n: sig.get(n) for n in names}, ignore, region_of.get(wid, full),
-                           work_region_of.get(wid), full.area)
-        for wid, sig in signals.items()
-    }
+    out = {}
+    for wid, sig in signals.items():
+        # the raw cosine is reported; where a normalised one exists it is the one that counts
+        skip = ignore | {"sscd"} if sig.get("sscd_normalised") is not None else ignore
+        out[wid] = ImageEvidence({n: sig.get(n) for n in names}, skip, region_of.get(wid, full),
+                                 work_region_of.get(wid), full.area)
+    region = bound.region_channel()
+    if locate and region is not None:
+        ranked = sorted(out, key=lambda w: -scoring.combine(out[w].signals, out[w].ignore))
+        for wid in ranked[:locate]:
+            ev = out[wid]
+            if ev.region == full and ev.work_region is None and \
+                    scoring.combine(ev.signals, ev.ignore) >= config.SIMILAR_SCORE:
+                box = locate_in_work(coll, bound, wid, query.rows[region.name][0])
+                if box is not None:
+                    out[wid] = replace(ev, work_region=box)
+    return out
+
+
+def locate_in_work(coll: Collection, bound: BoundChannels, work_id: str, output: np.ndarray) -> Box | None:
+    """Where in the work the whole output comes from, if it is clearly a part of it: the work's
+    stored thumbnail is encoded once, its `query_windows` regions pooled and compared with the
+    output's descriptor. None when no part beats the whole work by `config.REGION_MARGIN`, or
+    the work has no thumbnail."""
+    region = bound.region_channel()
+    data = coll.thumbnail(work_id)
+    if region is None or data is None:
+        return None
+    enc = bound.encoders[region.name]
+    with Image.open(io.BytesIO(data)) as im:
+        thumb = im.convert("RGB")
+    whole, maps = enc.encode_maps([thumb])
+    rows, cols = maps.shape[2:]
+    windows = query_windows(rows, cols)
+    scores = enc.head.pool(maps[0], windows) @ output
+    best = int(np.argmax(scores)) if len(windows) else -1
+    if best < 0 or scores[best] < float(whole[0] @ output) + config.REGION_MARGIN:
+        return None
+    near = np.flatnonzero(scores >= scores[best] - config.REGION_TOLERANCE)
+    pick = max(near.tolist(), key=lambda j: windows[j][2] * windows[j][3])
+    work = coll.work(work_id)
+    return window_box(windows[pick], rows, cols, work.width or thumb.width, work.height or thumb.height)
 
 
 @dataclass

@@ -75,8 +75,12 @@ def test_pooling_the_whole_map_gives_the_models_own_descriptor() -> None:
 
 
 def test_region_layouts() -> None:
-    refs = reference_windows(9, 9)
-    assert refs == [(0, 0, 6, 6), (3, 0, 6, 6), (0, 3, 6, 6), (3, 3, 6, 6), (1, 1, 7, 7)]
+    corners = ((0, 0, 2 / 3, 2 / 3), (1 / 3, 0, 2 / 3, 2 / 3), (0, 1 / 3, 2 / 3, 2 / 3),
+               (1 / 3, 1 / 3, 2 / 3, 2 / 3), (1 / 9, 1 / 9, 7 / 9, 7 / 9), (0, 0, 1, 1))
+    refs = reference_windows(9, 9, corners)
+    assert refs == [(0, 0, 6, 6), (3, 0, 6, 6), (0, 3, 6, 6), (3, 3, 6, 6), (1, 1, 7, 7)]  # not the whole
+    assert reference_windows(9, 9) == reference_windows(9, 9, config.REFERENCE_REGIONS)
+    assert len(query_windows(9, 9)) == 144  # the default sides: 4, 6 and 8 cells
     queries = query_windows(9, 9, (0.45, 0.6, 0.75, 0.9))
     assert len(queries) == len(set(queries)) == (6 + 5 + 3 + 2) ** 2
     assert all(x + w <= 9 and y + h <= 9 for x, y, w, h in queries)
@@ -93,10 +97,30 @@ def test_index_holds_regions_and_thumbnails(art: Detector) -> None:
     assert coll.manifest.channel("sscd").covers == "all" and coll.manifest.channel("pdq").covers == "whole"
     work = next(w for w in coll.works() if w.title == "coffee")
     segs = coll.work_segments(work.id)
-    assert segs[0].box is None and all(s.box is not None for s in segs[1:])
-    assert segs[-1].box == (67, 44, 533, 356)  # the centre 7/9 of the 600 x 400 photograph
+    assert len(segs) == per_work and segs[0].box is None and all(s.box is not None for s in segs[1:])
     with Image.open(io.BytesIO(coll.thumbnail(work.id))) as thumb:
         assert thumb.format == "JPEG" and max(thumb.size) == config.THUMBNAIL_SIDE
+
+
+def test_reference_regions_when_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With REFERENCE_REGIONS set, each work indexes those parts too, and an output that is one
+    of them names where in the work it comes from."""
+    monkeypatch.setattr(config, "REFERENCE_REGIONS", ((0, 0, 2 / 3, 2 / 3), (1 / 9, 1 / 9, 7 / 9, 7 / 9)))
+    works = tmp_path / "w"
+    works.mkdir()
+    for name in WORKS[:6]:
+        (works / name).write_bytes((skimage_data() / name).read_bytes())
+    det = Detector(tmp_path / "home")
+    det.create("r", ["sscd", "pdq"])
+    det.add("r", [works])
+    coll, _ = det._collection("r")
+    assert coll.check() == [] and coll.manifest.counts["segments"] == 3 * 6
+    coffee = next(w for w in coll.works() if w.title == "coffee")
+    assert [s.box for s in coll.work_segments(coffee.id)] == [None, (0, 0, 400, 267), (67, 44, 533, 356)]
+    crop = _load("coffee.png").crop((0, 0, 400, 267))
+    m = det.scan_item("r", _item(crop, "corner.png")).best
+    assert m.work.title == "coffee" and m.verdict == "copy" and m.transform == "partial"
+    assert m.work_region == Box(0, 0, 400, 267)  # the indexed corner
 
 
 def test_composite_is_found_with_its_region(art: Detector) -> None:
@@ -122,6 +146,9 @@ def test_crop_of_a_work_is_partial(art: Detector) -> None:
     m = art.scan_item("art", _item(crop, "crop.png")).best
     assert m is not None and m.work.title == "coffee"
     assert m.verdict == "copy" and m.transform == "partial"
+    # found in the work's thumbnail, to SSCD's grid: the top-left part
+    assert m.work_region is not None and m.region == Box(0, 0, 420, 280)
+    assert m.work_region.left < 70 and m.work_region.top < 50 and _iou(m.work_region, Box(0, 0, 420, 280)) >= 0.5
 
 
 def test_plain_edits_are_near_exact_or_edited(art: Detector) -> None:
