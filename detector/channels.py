@@ -19,7 +19,7 @@ from PIL import Image
 from detector import config
 from detector.encoders import FINGERPRINTS, Encoder, load_encoder, parse_spec
 from detector.errors import EncoderError, EncoderMismatch
-from detector.fingerprints import PDQ_BITS, PdqHash, pdq_dihedral, pdq_hash, text_shingles, winnow
+from detector.fingerprints import PDQ_BITS, PdqHash, downscale, pdq_dihedral, pdq_hash, text_shingles, winnow
 from detector.regions import Cells, query_windows, reference_windows, window_box
 from detector.results import Box
 from indexes import ChannelSpec, Manifest
@@ -59,11 +59,7 @@ class ImageQuery:
 
 def thumbnail_bytes(image: Image.Image, side: int = config.THUMBNAIL_SIDE) -> bytes:
     """A JPEG of *image* scaled to fit *side* x *side* (never enlarged)."""
-    small = image.convert("RGB") if image.mode != "RGB" else image
-    if max(small.size) > side:
-        scale = side / max(small.size)
-        small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))),
-                             Image.Resampling.BICUBIC, reducing_gap=2.0)
+    small = downscale(image.convert("RGB") if image.mode != "RGB" else image, side)
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=config.THUMBNAIL_QUALITY)
     return buf.getvalue()
@@ -159,8 +155,10 @@ class BoundChannels:
         thumbnail); thread-safe, so it can run on the threads that decode files."""
         region = self.region_channel()
         resized = self.encoders[region.name].resized(image) if region is not None else None
-        pdq = pdq_hash(image) if self.has("pdq") else None
-        return PreparedImage(image, resized, pdq, thumbnail_bytes(image))
+        # one small copy serves PDQ and the thumbnail (downscale is what both would do)
+        small = downscale(image, max(config.PDQ_MAX_SIDE, config.THUMBNAIL_SIDE))
+        pdq = pdq_hash(small) if self.has("pdq") else None
+        return PreparedImage(image, resized, pdq, thumbnail_bytes(small))
 
     def image_features(self, prepared: Sequence[PreparedImage]) -> list[ImageFeatures]:
         """Segments and vectors of reference images: the whole image (segment 0) and, with a
