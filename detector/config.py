@@ -118,8 +118,9 @@ PARTIAL_AREA = 0.8
 #: the whole image's by at least this much; otherwise the match is the whole image.
 REGION_MARGIN = 0.05
 #: An output that matches a work as a whole may be a crop of it: for this many of the strongest
-#: matches the work's thumbnail is encoded (~15 ms each) to find the part of the work it shows.
-LOCATE_MATCHES = 2
+#: matches (unless PDQ already says the output is the whole picture) the work's thumbnail is
+#: encoded (one more SSCD forward pass, ~15 ms) to find the part of the work it shows.
+LOCATE_MATCHES = 1
 #: The reported output region is the largest window whose cosine with the work is within this
 #: of the best window's (the best alone is often a part of the copied area; measured on
 #: composites, mean IoU with the pasted area 0.74 against 0.56 for the best window alone).

@@ -115,8 +115,9 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
         ranked = sorted(out, key=lambda w: -scoring.combine(out[w].signals, out[w].ignore))
         for wid in ranked[:locate]:
             ev = out[wid]
-            if ev.region == full and ev.work_region is None and \
-                    scoring.combine(ev.signals, ev.ignore) >= config.SIMILAR_SCORE:
+            score = scoring.combine(ev.signals, ev.ignore)
+            if ev.region == full and ev.work_region is None and score >= config.SIMILAR_SCORE and \
+                    ev.transform(score) != "near-exact":
                 box = locate_in_work(coll, bound, wid, query.rows[region.name][0])
                 if box is not None:
                     out[wid] = replace(ev, work_region=box)
