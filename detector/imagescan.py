@@ -136,7 +136,7 @@ def locate_in_work(coll: Collection, bound: BoundChannels, work_id: str, output:
     enc = bound.encoders[region.name]
     with Image.open(io.BytesIO(data)) as im:
         thumb = im.convert("RGB")
-    whole, maps = enc.encode_maps([thumb])
+    whole, maps = enc.encode_maps([thumb], config.LOCATE_SIZE)
     rows, cols = maps.shape[2:]
     windows = query_windows(rows, cols)
     scores = enc.head.pool(maps[0], windows) @ output
