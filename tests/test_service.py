@@ -32,6 +32,13 @@ def test_scan_upload_matches_library(client: TestClient, home: Path, corpus: dic
     lib = Detector(home).scan("ref", [copy])[0].to_dict()
     assert [m["work"]["id"] for m in body["matches"]] == [m["work"]["id"] for m in lib["matches"]]
     assert [m["score"] for m in body["matches"]] == [m["score"] for m in lib["matches"]]
+    # image evidence crosses the boundary whole: region, transform, normalised signal, fpr
+    first, lib_first = body["matches"][0], lib["matches"][0]
+    for key in ("region", "work_region", "transform", "fpr", "signals"):
+        assert first[key] == lib_first[key], key
+    assert first["transform"] in ("near-exact", "edited", "partial") and first["fpr"] is not None
+    assert set(first["region"]) == {"left", "top", "right", "bottom"}
+    assert body["calibration"]["modality"] == "image"
 
 
 def test_scan_json_text(client: TestClient) -> None:
