@@ -59,7 +59,8 @@ class NullScores:
     def fpr(self, score: float) -> float:
         """Estimated share of unrelated outputs whose top match scores at least *score*."""
         n = len(self.scores)
-        at_least = n - int(np.searchsorted(np.asarray(self.scores), score - 1e-9, side="left"))
+        # scores are stored to 6 decimals: compare at that precision
+        at_least = n - int(np.searchsorted(np.asarray(self.scores), round(score, 6) - 1e-9, side="left"))
         return (at_least + 1) / (n + 1)
 
     def to_dict(self) -> dict:

@@ -23,6 +23,7 @@ log = logging.getLogger("factor4")
 
 EXIT_OK = 0
 EXIT_ERROR = 2  # bad input, missing collection, mismatched encoders: fix and run again
+EXIT_CHANGED = 1  # verify / replay: the report was altered, or the findings differ
 
 
 def _detector(args: argparse.Namespace) -> Any:
@@ -57,6 +58,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from detector.core import expand_paths
     from detector.works import read_item
 
+    if args.report or args.manifest:
+        return _batch(args)
+    if not args.paths:
+        print("factor4: error: name outputs to scan, or --manifest FILE with --report DIR", file=sys.stderr)
+        return EXIT_ERROR
+
     det = _detector(args)
     det.manifest(args.collection)  # a missing collection or mismatched encoder fails before any input
     results: list[ScanResult] = []
@@ -73,6 +80,74 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for r in results:
             print(format_result(r))
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from detector.batch import folder_records, read_manifest, run_batch
+    from detector.report import build_report
+
+    if not args.report:
+        print("factor4: error: --manifest needs --report DIR (where the evidence report goes)", file=sys.stderr)
+        return EXIT_ERROR
+    if args.manifest and args.paths:
+        print("factor4: error: give either --manifest FILE or output folders, not both", file=sys.stderr)
+        return EXIT_ERROR
+    if args.manifest:
+        records = read_manifest(args.manifest)
+    elif len(args.paths) == 1:
+        records = folder_records(args.paths[0])
+    else:
+        print("factor4: error: a batch scans one folder, or a --manifest FILE", file=sys.stderr)
+        return EXIT_ERROR
+    det = _detector(args)
+    run = run_batch(det, args.collection, records, args.report, top=args.top, show_progress_bar=args.progress,
+                    command=args.argv)
+    report = build_report(det, args.report)
+    s = report["summary"]
+    scanned = ", ".join(f"{n} {m}" for m, n in sorted(s["scanned"].items())) or "none"
+    print(f"scanned {scanned} outputs ({run.resumed} from an earlier run), skipped {s['skipped']}; "
+          f"{s['outputs_with_copy']} copy a work, {s['works_matched']} works matched")
+    for entry in report["works"][:10]:
+        c = entry["copy"]
+        rate = "-" if c["rate"] is None else f"{c['rate']:.1%} [{c['ci95'][0]:.1%}, {c['ci95'][1]:.1%}]"
+        print(f"  {entry['work']['title'] or entry['work']['id']}: copied by {c['count']} of {c['outputs']} "
+              f"outputs, rate {rate}")
+    digest = json.loads((run.folder / "DIGEST").read_text(encoding="utf-8"))["digest"]
+    print(f"report: {run.folder / 'report.html'} (and report.json); digest {digest}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from detector.report import verify
+
+    v = verify(args.folder)
+    if v.ok:
+        print(f"{args.folder}: unchanged; digest {v.digest}")
+        return EXIT_OK
+    for name in v.changed:
+        print(f"{args.folder}: {name} was changed since the report was made")
+    for name in v.missing:
+        print(f"{args.folder}: {name} is missing")
+    if not v.changed and not v.missing:
+        print(f"{args.folder}: the DIGEST file itself was changed (recorded {v.digest}, files give {v.recomputed})")
+    return EXIT_CHANGED
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from detector.report import replay
+
+    r = replay(_detector(args), args.folder, show_progress_bar=args.progress)
+    if r.collection_changed:
+        print(f"note: {r.collection_changed}")
+    for line in r.unavailable:
+        print(f"unavailable: {line}")
+    for line in r.differences[:20]:
+        print(f"differs: {line}")
+    if len(r.differences) > 20:
+        print(f"... and {len(r.differences) - 20} more differences")
+    print(f"replayed {r.compared} outputs: {r.identical} identical, {len(r.differences)} different, "
+          f"{len(r.unavailable)} unavailable")
+    return EXIT_OK if r.ok else EXIT_CHANGED
 
 
 def format_result(r: ScanResult) -> str:
@@ -227,11 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
 
-    p = add("scan", cmd_scan, "Score AI outputs against a collection and explain each match.")
+    p = add("scan", cmd_scan, "Score AI outputs against a collection and explain each match; with --report, "
+                              "scan a batch and write an evidence report.")
     p.add_argument("collection", help="collection to scan against")
-    p.add_argument("paths", nargs="+", help="output files (images or texts), or folders of them")
+    p.add_argument("paths", nargs="*", help="output files (images or texts), or folders of them")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
     p.add_argument("--top", type=int, default=config.TOP_MATCHES, help="matches per input (default: %(default)s)")
+    p.add_argument("--manifest", help="JSONL file, one output per line with its context (see README)")
+    p.add_argument("--report", help="batch mode: write results.jsonl, report.json, report.html and DIGEST here "
+                                    "(an interrupted batch resumes when run again with the same folder)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+
+    p = add("verify", cmd_verify, "Check that an evidence report folder is unchanged (recompute its DIGEST).")
+    p.add_argument("folder", help="report folder (from scan --report)")
+
+    p = add("replay", cmd_replay, "Re-run a batch from its recorded inputs and confirm the findings are identical.")
+    p.add_argument("folder", help="report folder (from scan --report)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
 
     p = add("calibrate", cmd_calibrate, "Learn a collection's false-positive rates now (scans do it by "
                                         "themselves after the collection changes).")
@@ -264,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = ["factor4", *(sys.argv[1:] if argv is None else argv)]  # recorded in evidence reports
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",

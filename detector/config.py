@@ -183,6 +183,11 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
 }
 
 
+# --- evidence reports ----------------------------------------------------------------------
+#: Works shown in report.html (most copied first; report.json lists every matched work), each
+#: with its strongest matches side by side.
+REPORT_WORKS_SHOWN = 50
+
 # --- calibration ---------------------------------------------------------------------------
 #: Outputs made from the collection's own works to learn how unrelated outputs score: at most
 #: CALIBRATION_QUERIES in all, CALIBRATION_PER_WORK per work, from CALIBRATION_MAX_WORKS works.

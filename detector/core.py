@@ -229,9 +229,11 @@ class Detector:
             ranked = sorted(((scoring.combine(ev.signals, ev.ignore), wid) for wid, ev in found.items()),
                             key=lambda p: (-p[0], p[1]))
             for score, wid in ranked[:top]:
-                ev = found[wid]
-                matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score), ev.signals,
-                                     region=ev.region, work_region=ev.work_region, transform=ev.transform(score)))
+                ev, rec = found[wid], coll.work(wid)
+                work_size = (rec.width, rec.height) if rec.width and rec.height else None
+                matches.append(Match(WorkRef.from_record(rec), score, scoring.verdict(score), ev.signals,
+                                     region=ev.region, work_region=ev.work_region, transform=ev.transform(score),
+                                     output_size=item.image.size, work_size=work_size))
         else:
             for wid, ev in scan_text(coll, bound, item.text, item.name, exclude).items():
                 score = scoring.combine(ev.signals)
@@ -301,7 +303,8 @@ class Detector:
         with coll.writer() as w:
             if coll.generation == generation:  # else the collection changed meanwhile: keep it unsaved
                 w.set_calibration(modality, generation, stored.to_dict())
-        return null
+        # as stored (scores rounded), so this scan's rates equal every later scan's
+        return None if null is None else NullScores.from_dict(stored.to_dict())
 
 
 def _record(path: Path, item: Item, table: MetadataTable | None, **dims: int) -> WorkRecord:

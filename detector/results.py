@@ -148,6 +148,9 @@ class Match:
     region: Box | None = None
     work_region: Box | None = None
     transform: Transform | None = None
+    #: Image matches: (width, height) of the output and of the work, to draw the regions.
+    output_size: tuple[int, int] | None = None
+    work_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -165,6 +168,8 @@ class Match:
             out["region"] = None if self.region is None else self.region.to_dict()
             out["work_region"] = None if self.work_region is None else self.work_region.to_dict()
             out["transform"] = self.transform
+            out["output_size"] = None if self.output_size is None else list(self.output_size)
+            out["work_size"] = None if self.work_size is None else list(self.work_size)
         if self.excerpt is not None:
             out["excerpt"] = self.excerpt
         return out

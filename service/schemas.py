@@ -56,6 +56,8 @@ class MatchOut(BaseModel):
     work_region: BoxOut | None = Field(None, description="images: the part of the work matched (null = all of it)")
     transform: Literal["near-exact", "edited", "partial"] | None = Field(
         None, description="images: how the output copies the work, when it does")
+    output_size: list[int] | None = Field(None, description="images: the output's [width, height]")
+    work_size: list[int] | None = Field(None, description="images: the work's [width, height]")
     excerpt: str | None = None
 
 
