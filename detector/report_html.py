@@ -28,7 +28,6 @@ given as coordinates only, never drawn at a guessed place.
 from __future__ import annotations
 
 import base64
-import difflib
 import html
 import io
 import json
@@ -38,6 +37,8 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from PIL import Image
 
 from detector import config
 from detector.fingerprints import WORD_RE, normalise_word
@@ -54,8 +55,6 @@ SPAN_CHARS_SHOWN = 1600
 SKIPPED_SHOWN = 500
 #: Values of a prompt-type or generator split listed per work.
 SPLIT_VALUES_SHOWN = 8
-#: Near spans longer than this (in words) are highlighted whole rather than word by word.
-DIFF_MAX_WORDS = 4000
 
 SPAN_KINDS = ("verbatim", "near", "paraphrase")
 VERDICTS = ("copy", "similar", "unrelated")
@@ -271,19 +270,21 @@ def _nice_ceiling(value: float, steps: Sequence[float]) -> float:
 
 
 def _image_uri(data: Any) -> tuple[str, tuple[int, int] | None] | None:
-    """A data: URI for thumbnail bytes and their pixel size (None if undecodable)."""
+    """A data: URI for thumbnail bytes and their pixel size; None when there are none or they
+    are not a JPEG or PNG picture (the page then says the picture is unavailable)."""
     if not isinstance(data, bytes | bytearray) or not data:
         return None
-    mime = "image/png" if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
-    size: tuple[int, int] | None = None
     try:
-        from PIL import Image
-
         with Image.open(io.BytesIO(bytes(data))) as im:
             size = (int(im.size[0]), int(im.size[1]))
-    except Exception:  # noqa: BLE001 - a broken thumbnail is still embedded; the browser decides
-        log.warning("report.html: a thumbnail (%d bytes) cannot be decoded", len(data))
-    return f"data:{mime};base64,{base64.b64encode(bytes(data)).decode('ascii')}", size
+            fmt = im.format
+    except Exception:  # noqa: BLE001 - any decoding failure: shown as unavailable
+        fmt = None
+    if fmt not in ("JPEG", "PNG"):
+        log.warning("report.html: a thumbnail (%d bytes) is not a JPEG or PNG picture; shown as unavailable",
+                    len(data))
+        return None
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(bytes(data)).decode('ascii')}", size
 
 
 def _size(value: Any) -> tuple[int, int] | None:
@@ -303,17 +304,17 @@ def _box(value: Any) -> tuple[int, int, int, int] | None:
     return (left, top, right, bottom) if right > left and bottom > top else None
 
 
-def _full_size(declared: Any, thumb_size: tuple[int, int] | None,
-               box: tuple[int, int, int, int] | None) -> tuple[int, int] | None:
-    """The full picture's pixel size, for placing *box* on its thumbnail: the declared size,
-    else the thumbnail's when it cannot have been scaled down; None when unknown or when the
-    box does not fit in it."""
+def _full_size(declared: Any, thumb_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The full picture's pixel size, for placing a box on its thumbnail: the declared size,
+    else the thumbnail's when it cannot have been scaled down; None when unknown."""
     size = _size(declared)
     if size is None and thumb_size and max(thumb_size) < config.THUMBNAIL_SIDE:
         size = thumb_size
-    if size is None or box is None:
-        return size
-    return size if box[2] <= size[0] and box[3] <= size[1] and box[0] >= 0 and box[1] >= 0 else None
+    return size
+
+
+def _fits(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    return box[0] >= 0 and box[1] >= 0 and box[2] <= size[0] and box[3] <= size[1]
 
 
 # -- page -------------------------------------------------------------------------------------
@@ -765,13 +766,20 @@ class _Page:
         box = _box(region)
         image = _image_uri(data)
         thumb_size = image[1] if image else None
-        size = _full_size(declared_size, thumb_size, box)
+        size = _full_size(declared_size, thumb_size)
+        drawn = False
         if box is not None:
             left, top, right, bottom = box
             box_txt = f"x {left:,}\u2013{right:,}, y {top:,}\u2013{bottom:,} px"
-            box_txt += f" of {size[0]:,} \u00d7 {size[1]:,}" if size else " (picture size unknown: not drawn)"
-            if size and box == (0, 0, size[0], size[1]):
-                box_txt += " (the whole picture)"
+            if size is None:
+                box_txt += " (picture size unknown: not drawn)"
+            elif not _fits(box, size):
+                box_txt += f" (outside the {size[0]:,} \u00d7 {size[1]:,} picture: not drawn)"
+            else:
+                box_txt += f" of {size[0]:,} \u00d7 {size[1]:,}"
+                if box == (0, 0, size[0], size[1]):
+                    box_txt += " (the whole picture)"
+                drawn = image is not None
         elif region is not None:
             box_txt = "unreadable box in the data"
         elif what == "work":
@@ -786,7 +794,7 @@ class _Page:
         uri = image[0]
         dims = f' width="{thumb_size[0]}" height="{thumb_size[1]}"' if thumb_size else ""
         rect = ""
-        if box is not None and size is not None:
+        if drawn and box is not None and size is not None:
             w, h = size
             left, top, right, bottom = box
             pct = [100 * left / w, 100 * top / h, 100 * (right - left) / w, 100 * (bottom - top) / h]
@@ -840,16 +848,16 @@ class _Page:
             label += (f"; shared by {shared:,} works" if shared else "; shared by several works") \
                 + " \u2014 not counted as evidence"
         cls = "discounted" if discounted else kind
-        out_seg, work_seg = _segments(out_text, work_text, kind)
+        out_html, work_html = _quote_pair(out_text, work_text, kind, cls)
 
-        def side(start: Any, end: Any, segs: list[tuple[str, bool]]) -> str:
+        def side(start: Any, end: Any, quoted: str) -> str:
             where = f"characters {_count(start)}\u2013{_count(end)}"
             return (f'<td><div class="offsets">{where} \u00b7 {_e(label)}</div>'
-                    f'<blockquote class="q">{_render_segments(segs, cls)}</blockquote></td>')
+                    f'<blockquote class="q">{quoted}</blockquote></td>')
 
-        return (f'<tr class="span {"discounted" if discounted else kind}">'
-                + side(span.get("output_start"), span.get("output_end"), out_seg)
-                + side(span.get("work_start"), span.get("work_end"), work_seg) + "</tr>\n")
+        return (f'<tr class="span {cls}">'
+                + side(span.get("output_start"), span.get("output_end"), out_html)
+                + side(span.get("work_start"), span.get("work_end"), work_html) + "</tr>\n")
 
     # -- 5. skipped ---------------------------------------------------------------------------
     def _skipped(self) -> str:
@@ -953,30 +961,87 @@ def _kv_table(rows: list[tuple[str, str]]) -> str:
 # -- text highlighting ------------------------------------------------------------------------
 
 
-def _segments(out_text: str, work_text: str, kind: str) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
-    """Both quoted texts as (text, highlighted) pieces. Verbatim and paraphrase spans are
-    highlighted whole; near spans word by word, only the words both texts share in order
-    (compared as the aligner does: case, punctuation and curly apostrophes ignored)."""
-    if kind != "near":
-        return [(out_text, True)], [(work_text, True)]
+Segments = list[tuple[str, bool]]
+
+
+def _quote_pair(out_text: str, work_text: str, kind: str, cls: str) -> tuple[str, str]:
+    """Escaped HTML of a span's two quoted texts, copied words in ``<mark class=cls>``.
+
+    Verbatim and paraphrase spans are highlighted whole. Near spans are highlighted word by
+    word: only the words both texts share in order (compared as the aligner compares them: case,
+    punctuation and curly apostrophes ignored), so replaced words stand out. A text longer than
+    SPAN_CHARS_SHOWN keeps its start and end; near spans then compare start with start and end
+    with end. The work is linear in the shown text, whatever the data.
+    """
+    out_parts, out_omitted = _shown(out_text)
+    work_parts, work_omitted = _shown(work_text)
+    if kind == "near" and len(out_parts) == len(work_parts):
+        pairs = [_near_segments(a, b) for a, b in zip(out_parts, work_parts, strict=True)]
+        out_segs, work_segs = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        out_segs = [[(t, True)] for t in out_parts]
+        work_segs = [[(t, True)] for t in work_parts]
+    return _render(out_segs, out_omitted, cls), _render(work_segs, work_omitted, cls)
+
+
+def _shown(text: str, limit: int = SPAN_CHARS_SHOWN) -> tuple[list[str], int]:
+    """*text* whole, or its first two thirds and last third of *limit* characters (cut at
+    spaces where one is near), and how many characters are left out."""
+    if len(text) <= limit:
+        return [text], 0
+    head_n = (2 * limit) // 3
+    tail_n = limit - head_n
+    head = text[:head_n]
+    cut = head.rfind(" ", head_n - 40)
+    if cut > 0:
+        head = head[:cut]
+    tail_start = len(text) - tail_n
+    cut = text.find(" ", tail_start, tail_start + 40)
+    tail = text[cut + 1 if cut >= 0 else tail_start:]
+    return [head, tail], len(text) - len(head) - len(tail)
+
+
+#: Near spans: words skipped at most on each side to find the texts in step again.
+RESYNC_WORDS = 6
+
+
+def _near_segments(out_text: str, work_text: str) -> tuple[Segments, Segments]:
+    """Both texts as (text, highlighted) pieces, the words they share in order highlighted.
+
+    A greedy walk, as the aligner chains words: equal words advance together; at a difference
+    the nearest point (fewest words skipped, at most RESYNC_WORDS on each side) where two
+    consecutive words agree again resumes the walk.
+    """
     a = list(WORD_RE.finditer(out_text))
     b = list(WORD_RE.finditer(work_text))
-    if not a or not b or len(a) > DIFF_MAX_WORDS or len(b) > DIFF_MAX_WORDS:
-        return [(out_text, True)], [(work_text, True)]
     ka = [normalise_word(m.group()) for m in a]
     kb = [normalise_word(m.group()) for m in b]
-    sm = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    na, nb = len(ka), len(kb)
     in_a: set[int] = set()
     in_b: set[int] = set()
-    for block in sm.get_matching_blocks():
-        in_a.update(range(block.a, block.a + block.size))
-        in_b.update(range(block.b, block.b + block.size))
+
+    def agree(i: int, j: int) -> bool:
+        return ka[i] == kb[j] and (i + 1 >= na or j + 1 >= nb or ka[i + 1] == kb[j + 1])
+
+    i = j = 0
+    while i < na and j < nb:
+        if ka[i] == kb[j]:
+            in_a.add(i)
+            in_b.add(j)
+            i += 1
+            j += 1
+            continue
+        step = next(((i + di, j + d - di) for d in range(1, 2 * RESYNC_WORDS + 1)
+                     for di in (d // 2, *(x for x in range(d + 1) if x != d // 2))
+                     if di <= RESYNC_WORDS and d - di <= RESYNC_WORDS
+                     and i + di < na and j + d - di < nb and agree(i + di, j + d - di)), None)
+        i, j = step if step is not None else (i + 1, j + 1)
     return _word_segments(out_text, a, in_a), _word_segments(work_text, b, in_b)
 
 
-def _word_segments(text: str, words: list[re.Match[str]], marked: set[int]) -> list[tuple[str, bool]]:
+def _word_segments(text: str, words: list[re.Match[str]], marked: set[int]) -> Segments:
     """*text* cut into pieces: runs of marked words (with what lies between them) highlighted."""
-    segs: list[tuple[str, bool]] = []
+    segs: Segments = []
     pos = 0
     i = 0
     while i < len(words):
@@ -997,34 +1062,16 @@ def _word_segments(text: str, words: list[re.Match[str]], marked: set[int]) -> l
     return segs
 
 
-def _render_segments(segs: list[tuple[str, bool]], cls: str, limit: int = SPAN_CHARS_SHOWN) -> str:
-    """Escaped HTML of the pieces, highlighted ones in ``<mark class=cls>``; a text longer
-    than *limit* keeps its first two thirds and last third of *limit* characters."""
-    total = sum(len(t) for t, _ in segs)
-    if total <= limit:
-        kept = [segs]
-        omitted = 0
-    else:
-        head, tail = (2 * limit) // 3, limit - (2 * limit) // 3
-        kept = [_cut(segs, 0, head), _cut(segs, total - tail, total)]
-        omitted = total - head - tail
-    parts = []
-    for n, piece in enumerate(kept):
+def _render(parts: list[Segments], omitted: int, cls: str) -> str:
+    """Escaped HTML of the pieces, highlighted ones in ``<mark class=cls>``, with a note where
+    *omitted* characters were left out between two parts."""
+    if not any(t for segs in parts for t, _ in segs):
+        return '<span class="elided">(no text recorded)</span>'
+    html_parts = []
+    for n, segs in enumerate(parts):
         if n:
-            parts.append(f'<span class="elided"> [\u2026 {omitted:,} characters not shown \u2026] </span>')
-        for text, hl in piece:
+            html_parts.append(f'<span class="elided"> [\u2026 {omitted:,} characters not shown \u2026] </span>')
+        for text, hl in segs:
             esc = _e(text, "")
-            parts.append(f'<mark class="{cls}">{esc}</mark>' if hl and text.strip() else esc)
-    return "".join(parts) if total else '<span class="elided">(no text recorded)</span>'
-
-
-def _cut(segs: list[tuple[str, bool]], start: int, end: int) -> list[tuple[str, bool]]:
-    """The pieces' characters start..end (end exclusive), still as pieces."""
-    out: list[tuple[str, bool]] = []
-    pos = 0
-    for text, hl in segs:
-        a, b = max(start, pos), min(end, pos + len(text))
-        if a < b:
-            out.append((text[a - pos : b - pos], hl))
-        pos += len(text)
-    return out
+            html_parts.append(f'<mark class="{cls}">{esc}</mark>' if hl and text.strip() else esc)
+    return "".join(html_parts)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up factor4 in ./.venv from scratch (idempotent). Usage:
 #   scripts/setup.sh           the library, CLI and service
-#   scripts/setup.sh --test    also the test dependencies
+#   scripts/setup.sh --test    also the test dependencies (and Debian's chromium and chromium-driver,
+#                              which the report.html browser tests drive; they skip without them)
 # Needs Python 3.12 (.python-version; pyenv picks it up) and a C compiler for pdqhash.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +36,39 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 
+# Headless Chromium and chromedriver for tests/test_report_html.py, from Debian's packages. A failed
+# install warns and goes on: those tests then skip, the rest of the suite still runs.
+install_browser() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      echo "setup.sh: warning: not root and no sudo: cannot install chromium and chromium-driver;" \
+           "the browser tests will skip (install them as root: apt-get install chromium chromium-driver)" >&2
+      return 0
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup.sh: warning: no apt-get here: install Chromium and chromedriver yourself;" \
+         "the browser tests will skip until then" >&2
+    return 0
+  fi
+  echo "setup.sh: installing chromium and chromium-driver (for the report.html browser tests)"
+  if ! { $sudo apt-get update -q >/dev/null \
+         && $sudo env DEBIAN_FRONTEND=noninteractive \
+              apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }; then
+    echo "setup.sh: warning: could not install chromium and chromium-driver (see apt-get's errors above);" \
+         "the browser tests will skip" >&2
+  fi
+}
+
 extras=""
 [ "$want_test" = 1 ] && extras="[test]"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".${extras}"
+[ "$want_test" = 1 ] && install_browser
 echo "setup.sh: ready (.venv/bin/factor4)"
