@@ -121,8 +121,9 @@ REGION_MARGIN = 0.05
 #: matches (unless PDQ already says the output is the whole picture) the work's thumbnail is
 #: encoded (one more SSCD forward pass, ~15 ms) to find the part of the work it shows.
 LOCATE_MATCHES = 1
-#: ... at this input size (a 7 x 7 grid; about two thirds of the cost at SSCD_SIZE).
-LOCATE_SIZE = 224
+#: ... at this input size (a 5 x 5 grid, so the part is found to a fifth of each side; about half
+#: the cost of a forward pass at SSCD_SIZE).
+LOCATE_SIZE = 160
 #: The reported output region is the largest window whose cosine with the work is within this
 #: of the best window's (the best alone is often a part of the copied area; measured on
 #: composites, mean IoU with the pasted area 0.74 against 0.56 for the best window alone).

@@ -47,6 +47,9 @@ from indexes.records import (
 
 log = logging.getLogger(__name__)
 
+#: Segment records a reader keeps between lookups (cleared when the collection changes).
+SEGMENT_CACHE = 200_000
+
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE works(
@@ -334,6 +337,7 @@ class Collection:
             raise
 
     def _load_snapshot(self) -> None:
+        self._segment_cache: dict[int, SegmentRecord] = {}
         with self._lock.hold(exclusive=False):
             meta = self._meta()  # the first read pins the snapshot, while no commit can run
             version = int(meta.get("format_version", "0"))
@@ -488,9 +492,16 @@ class Collection:
         return np.asarray(rows, dtype=dtype).reshape(len(rows), width)
 
     def segments(self, ids: Sequence[int]) -> dict[int, SegmentRecord]:
-        """Segments by id; ids no longer in the catalog are left out."""
+        """Segments by id; ids no longer in the catalog are left out. Outside write sessions
+        they are remembered until the collection changes (scans look up the same ones often)."""
+        cache = None if self._writing else getattr(self, "_segment_cache", None)
         out: dict[int, SegmentRecord] = {}
         wanted = sorted({int(i) for i in ids if int(i) >= 0})
+        if cache is not None:
+            out = {i: cache[i] for i in wanted if i in cache}
+            wanted = [i for i in wanted if i not in out]
+            if len(cache) > SEGMENT_CACHE:
+                cache.clear()
         for chunk in range(0, len(wanted), 500):
             part = wanted[chunk : chunk + 500]
             rows = self.db.execute(
@@ -501,6 +512,8 @@ class Collection:
             for r in rows:
                 box = tuple(json.loads(r["box"])) if r["box"] else None
                 out[r["id"]] = SegmentRecord(r["work_id"], r["ordinal"], r["start"], r["end"], box, r["id"])
+                if cache is not None:
+                    cache[r["id"]] = out[r["id"]]
         return out
 
     def search(self, channel: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -603,6 +616,7 @@ class Collection:
                     raise
             finally:
                 self._writing = False
+                self._segment_cache = {}  # the session may have removed or renumbered segments
                 if self._db is not None:
                     # pin the next snapshot to what this session left, before others can commit
                     self._end_read()
