@@ -188,6 +188,8 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
 #: Works shown in report.html (most copied first; report.json lists every matched work), each
 #: with its strongest matches side by side.
 REPORT_WORKS_SHOWN = 50
+#: Skipped inputs listed in report.json (its summary counts them all).
+REPORT_SKIPPED_KEPT = 10_000
 
 # --- calibration ---------------------------------------------------------------------------
 #: Outputs made from the collection's own works to learn how unrelated outputs score: at most

@@ -15,7 +15,8 @@ and `DIGEST`. Memory grows with the number of works, not of outputs.
   verdict, fpr, and the match as `scan --json` gives it);
 - `distributions`: per modality, histograms of every output's best score and of the
   collection's calibration outputs (unrelated works), on the same bins;
-- `skipped`: the lines that could not be scanned and why;
+- `skipped`: the lines that could not be scanned and why (the first
+  `config.REPORT_SKIPPED_KEPT`; `results.jsonl` has them all);
 - `collection`: name, generation, its manifest and the manifest file's sha256, every work's id,
   sha256 and title;
 - `provenance`: factor4's version, Python, platform and package versions, the encoders with
@@ -142,11 +143,13 @@ def build_report(det: Any, folder: str | Path) -> dict[str, Any]:
     groups: dict[tuple[str, str, str], int] = defaultdict(int)  # (kind, value, modality) -> outputs
     best_scores: dict[str, list[int]] = defaultdict(lambda: [0] * HISTOGRAM_BINS)
     skipped: list[dict[str, Any]] = []
-    with_copy = with_similar = inputs = 0
+    with_copy = with_similar = inputs = n_skipped = 0
     for row, rec in _results(out):
         inputs += 1
         if "skipped" in row:
-            skipped.append({k: row[k] for k in ("line", "id") if k in row} | {"reason": row["skipped"]})
+            n_skipped += 1
+            if len(skipped) < config.REPORT_SKIPPED_KEPT:  # results.jsonl has them all
+                skipped.append({k: row[k] for k in ("line", "id") if k in row} | {"reason": row["skipped"]})
             continue
         result = row["result"]
         modality = result["modality"]
@@ -216,7 +219,7 @@ def build_report(det: Any, folder: str | Path) -> dict[str, Any]:
         "summary": {
             "inputs": inputs,
             "scanned": dict(scanned),
-            "skipped": len(skipped),
+            "skipped": n_skipped,
             "outputs_with_copy": with_copy,
             "outputs_with_similar_only": with_similar,
             "works_matched": len(works),
