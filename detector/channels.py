@@ -8,6 +8,7 @@ place that knows both the models and the storage layout.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import io
 from collections.abc import Sequence
@@ -55,6 +56,21 @@ class ImageQuery:
     rows: dict[str, np.ndarray]
     boxes: tuple[Box, ...]
     quality: int | None
+
+
+@functools.lru_cache(maxsize=64)
+def _query_layout(rows: int, cols: int, sides: tuple[float, ...]) -> tuple[Cells, ...]:
+    return tuple(query_windows(rows, cols, sides))
+
+
+def _query_boxes(rows: int, cols: int, width: int, height: int) -> list[Box]:
+    """The output regions' boxes in an image of this size (the same for every scan of that size)."""
+    return list(_boxes(rows, cols, width, height, tuple(config.QUERY_REGION_SIDES)))
+
+
+@functools.lru_cache(maxsize=256)
+def _boxes(rows: int, cols: int, width: int, height: int, sides: tuple[float, ...]) -> tuple[Box, ...]:
+    return tuple(window_box(w, rows, cols, width, height) for w in _query_layout(rows, cols, sides))
 
 
 def thumbnail_bytes(image: Image.Image, side: int = config.THUMBNAIL_SIDE) -> bytes:
@@ -220,9 +236,9 @@ class BoundChannels:
                 enc = self.encoders[ch.name]
                 whole, maps = enc.encode_maps([image])
                 grid = maps.shape[2:]
-                windows = query_windows(*grid) if regions else []
+                windows = _query_layout(grid[0], grid[1], tuple(config.QUERY_REGION_SIDES)) if regions else ()
                 rows[ch.name] = np.vstack([whole, enc.head.pool(maps[0], windows)])
-                boxes += [window_box(w, grid[0], grid[1], image.width, image.height) for w in windows]
+                boxes += _query_boxes(grid[0], grid[1], image.width, image.height) if regions else []
             elif ch.kind == "float":
                 rows[ch.name] = self.encoders[ch.name].encode([image])
             elif ch.name == "pdq":
