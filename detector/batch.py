@@ -154,11 +154,13 @@ def read_manifest(path: str | os.PathLike[str]) -> Iterator[OutputRecord | Skipp
 
 
 def folder_records(folder: str | os.PathLike[str]) -> Iterator[OutputRecord]:
-    """A record for every supported file in *folder* (recursively, sorted)."""
+    """A record for every supported file in *folder* (recursively, sorted; or for *folder*
+    itself if it is a file), its id the path relative to the folder."""
     from detector.core import expand_paths
 
+    base = Path(folder) if Path(folder).is_dir() else Path(folder).parent
     for n, path in enumerate(expand_paths([folder]), 1):
-        yield OutputRecord(n, str(Path(path).relative_to(folder)), path=str(path))
+        yield OutputRecord(n, str(Path(path).relative_to(base)), path=str(path))
 
 
 @dataclass(frozen=True)
