@@ -103,17 +103,16 @@ def _batch(args: argparse.Namespace) -> int:
     run = run_batch(det, args.collection, records, args.report, top=args.top, show_progress_bar=args.progress,
                     command=args.argv)
     report = build_report(det, args.report)
-    s = report["summary"]
+    s = report.summary
     scanned = ", ".join(f"{n} {m}" for m, n in sorted(s["scanned"].items())) or "none"
     print(f"scanned {scanned} outputs ({run.resumed} from an earlier run), skipped {s['skipped']}; "
           f"{s['outputs_with_copy']} copy a work, {s['works_matched']} works matched")
-    for entry in report["works"][:10]:
-        c = entry["copy"]
-        rate = "-" if c["rate"] is None else f"{c['rate']:.1%} [{c['ci95'][0]:.1%}, {c['ci95'][1]:.1%}]"
-        print(f"  {entry['work']['title'] or entry['work']['id']}: copied by {c['count']} of {c['outputs']} "
-              f"outputs, rate {rate}")
-    digest = json.loads((run.folder / "DIGEST").read_text(encoding="utf-8"))["digest"]
-    print(f"report: {run.folder / 'report.html'} (and report.json); digest {digest}")
+    for f in report.findings[:10]:
+        low, high = f.copy.ci95
+        rate = "-" if f.copy.rate is None else f"{f.copy.rate:.1%} [{low:.1%}, {high:.1%}]"
+        print(f"  {f.work['title'] or f.work['id']}: copied by {f.copy.count} of {f.copy.outputs} outputs, "
+              f"rate {rate}")
+    print(f"report: {run.folder / 'report.html'} (and report.json); digest {report.digest}")
     return EXIT_OK
 
 

@@ -77,10 +77,70 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@dataclass(frozen=True)
+class Rate:
+    """*count* of *outputs* outputs, as a share with its 95 % Wilson interval."""
+
+    count: int
+    outputs: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.count / self.outputs if self.outputs else None
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson(self.count, self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        low, high = self.ci95
+        return {"count": self.count, "outputs": self.outputs,
+                "rate": None if self.rate is None else round(self.rate, 6), "ci95": [round(low, 6), round(high, 6)]}
+
+
 def rate(k: int, n: int) -> dict[str, Any]:
-    low, high = wilson(k, n)
-    return {"count": k, "outputs": n, "rate": round(k / n, 6) if n else None,
-            "ci95": [round(low, 6), round(high, 6)]}
+    """`Rate(k, n)` in its JSON form."""
+    return Rate(k, n).to_dict()
+
+
+@dataclass(frozen=True)
+class WorkFinding:
+    """How often the batch's outputs copy one work: overall, per prompt type and per generator
+    (each a (copy, copy-or-similar) pair of rates), with the strongest matches."""
+
+    work: dict[str, Any]
+    modality: str
+    copy: Rate
+    copy_or_similar: Rate
+    by_prompt_type: dict[str, tuple[Rate, Rate]]
+    by_generator: dict[str, tuple[Rate, Rate]]
+    examples: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        def split(d: dict[str, tuple[Rate, Rate]]) -> dict[str, Any]:
+            return {k: {"copy": c.to_dict(), "copy_or_similar": cs.to_dict()} for k, (c, cs) in d.items()}
+
+        return {"work": self.work | {"modality": self.modality}, "copy": self.copy.to_dict(),
+                "copy_or_similar": self.copy_or_similar.to_dict(), "by_prompt_type": split(self.by_prompt_type),
+                "by_generator": split(self.by_generator), "examples": list(self.examples)}
+
+
+@dataclass(frozen=True)
+class Report:
+    """A built report: where it is, its digest, the per-work findings, and its JSON form (what
+    report.json holds)."""
+
+    folder: Path
+    digest: str
+    findings: tuple[WorkFinding, ...]
+    body: dict[str, Any]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.body["summary"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.body
 
 
 @dataclass
@@ -128,8 +188,8 @@ def _packages() -> dict[str, str]:
     return out
 
 
-def build_report(det: Any, folder: str | Path) -> dict[str, Any]:
-    """Aggregate a batch folder into report.json, report.html and DIGEST; returns the report."""
+def build_report(det: Any, folder: str | Path) -> Report:
+    """Aggregate a batch folder into report.json, report.html and DIGEST."""
     from detector.batch import read_batch_settings
 
     out = Path(folder)
@@ -182,27 +242,26 @@ def build_report(det: Any, folder: str | Path) -> dict[str, Any]:
                 heapq.heappush(t.examples, item)
             else:
                 heapq.heappushpop(t.examples, item)
-    works = []
+    findings = []
     for wid, t in tallies.items():
         rec_ = coll.work(wid) if _has_work(coll, wid) else None
         n = scanned[t.modality]
-        entry: dict[str, Any] = {
-            "work": {"id": wid, "title": rec_.title if rec_ else None, "sha256": rec_.sha256 if rec_ else None,
-                     "source": rec_.source if rec_ else None, "creator": rec_.creator if rec_ else None,
-                     "modality": t.modality},
-            "copy": rate(t.copy, n),
-            "copy_or_similar": rate(t.copy + t.similar, n),
-        }
-        for kind in ("prompt_type", "generator"):
-            split = {}
-            for (k, value), (c, s) in sorted(t.by.items()):
-                if k == kind:
-                    m = groups[(kind, value, t.modality)]
-                    split[value] = {"copy": rate(c, m), "copy_or_similar": rate(c + s, m)}
-            entry[f"by_{kind}"] = split
-        entry["examples"] = [e for _, _, e in sorted(t.examples, key=lambda x: (-x[0], -x[1]))]
-        works.append(entry)
-    works.sort(key=lambda e: (-e["copy"]["count"], -e["copy_or_similar"]["count"], e["work"]["id"]))
+        splits: dict[str, dict[str, tuple[Rate, Rate]]] = {"prompt_type": {}, "generator": {}}
+        for (kind, value), (c, s_) in sorted(t.by.items()):
+            m = groups[(kind, value, t.modality)]
+            splits[kind][value] = (Rate(c, m), Rate(c + s_, m))
+        findings.append(WorkFinding(
+            work={"id": wid, "title": rec_.title if rec_ else None, "sha256": rec_.sha256 if rec_ else None,
+                  "source": rec_.source if rec_ else None, "creator": rec_.creator if rec_ else None},
+            modality=t.modality,
+            copy=Rate(t.copy, n),
+            copy_or_similar=Rate(t.copy + t.similar, n),
+            by_prompt_type=splits["prompt_type"],
+            by_generator=splits["generator"],
+            examples=tuple(e for _, _, e in sorted(t.examples, key=lambda x: (-x[0], -x[1]))),
+        ))
+    findings.sort(key=lambda f: (-f.copy.count, -f.copy_or_similar.count, f.work["id"]))
+    works = [f.to_dict() for f in findings]
     distributions = {}
     for modality, counts in best_scores.items():
         stored = coll.calibration(modality)
@@ -258,8 +317,7 @@ def build_report(det: Any, folder: str | Path) -> dict[str, Any]:
     from detector.report_html import render_html
 
     _write(out / REPORT_HTML, render_html(report, _images(coll, report)).encode())
-    write_digest(out)
-    return report
+    return Report(out, write_digest(out), tuple(findings), report)
 
 
 def _has_work(coll: Any, wid: str) -> bool:

@@ -153,9 +153,10 @@ def test_interrupted_batch_resumes_without_rescoring(home: Path, corpus: dict, t
     lines = [json.loads(x) for x in (folder / RESULTS).read_text().splitlines()]
     assert [r["line"] for r in lines] == [1, 2, 3, 4]
     report = build_report(det, folder)
-    assert report["summary"]["scanned"] == {"image": 4}
-    assert {w["work"]["title"] for w in report["works"] if w["copy"]["count"]} == {
-        "rocket", "coffee", "astronaut", "chelsea"}
+    assert report.summary["scanned"] == {"image": 4}
+    assert {f.work["title"] for f in report.findings if f.copy.count} == {"rocket", "coffee", "astronaut", "chelsea"}
+    assert report.to_dict() == json.loads((folder / "report.json").read_text())
+    assert report.digest == json.loads((folder / "DIGEST").read_text())["digest"]
     # a different batch in the same folder is refused, nothing is overwritten
     other = tmp_path / "others"
     other.mkdir()
