@@ -267,6 +267,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tenancy(args: argparse.Namespace) -> Any:
+    from service.tenancy import Tenancy
+
+    return Tenancy(args.home)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    new = _tenancy(args).create_key(args.tenant)
+    print(f"created API key {new.info.id} for tenant {new.info.tenant!r}:")
+    print(new.key)
+    print("store it now: it cannot be shown again (only its hash is kept)")
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = _tenancy(args).list_keys(args.tenant)
+    for k in keys:
+        print(f"{k.id}  {k.tenant}  created {k.created_utc}  " + (f"revoked {k.revoked_utc}" if k.revoked_utc
+                                                                     else "active"))
+    print(f"{len(keys)} keys")
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    info = _tenancy(args).revoke_key(args.key_id)
+    print(f"revoked API key {info.id} of tenant {info.tenant!r} (at {info.revoked_utc})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factor4",
@@ -343,6 +372,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the demo's collection and outputs here (default: a temp folder)")
     p.add_argument("--cache", default=None,
                    help="where downloaded wheels are cached (default: $FACTOR4_HOME/cache/wheels)")
+
+    p = add("keys", cmd_keys_list, "Manage the HTTP service's API keys (tenants are created with their first key).")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION", help="create, list or revoke")
+    k = keys.add_parser("create", help="Create a key for TENANT and print it once.",
+                        description="Create a key for TENANT (and the tenant, if new); print it once.")
+    k.add_argument("tenant", help="tenant name (1-64 letters, digits, '_', '.' or '-')")
+    k.set_defaults(func=cmd_keys_create)
+    k = keys.add_parser("list", help="List keys: ids, tenants, created, revoked (never secrets).",
+                        description="List keys: ids, tenants, created, revoked (never secrets).")
+    k.add_argument("--tenant", default=None, help="only this tenant's keys")
+    k.set_defaults(func=cmd_keys_list)
+    k = keys.add_parser("revoke", help="Revoke a key by its id (from `factor4 keys list`).",
+                        description="Revoke a key by its id (from `factor4 keys list`).")
+    k.add_argument("key_id", help="the key's id: the part after 'f4_' and before the next '_'")
+    k.set_defaults(func=cmd_keys_revoke)
 
     p = add("serve", cmd_serve, "Run the HTTP service (FastAPI + uvicorn).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

@@ -1,62 +1,99 @@
-"""The FastAPI application: `create_app()` wires settings, the detector and the routers."""
+"""The FastAPI application: `create_app()` wires settings, tenancy, detectors and the routers."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from detector import __version__
-from detector.core import Detector
-from detector.errors import CollectionNotFound, EncoderMismatch, Factor4Error, InputError
-from service.routers import health, scan
+from detector import __version__, config
+from detector.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    EncoderError,
+    EncoderMismatch,
+    Factor4Error,
+    InputError,
+    StorageError,
+)
+from service.access import Detectors
+from service.errors import ServiceError
+from service.limits import BodyLimit, RateLimiter
+from service.routers import collections, health, scan, works
 from service.settings import Settings
+from service.tenancy import KeyNotFound, Tenancy
 
 #: Library errors -> (HTTP status, stable error code). Anything else a Factor4Error is 400.
 ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
     (CollectionNotFound, 404, "collection_not_found"),
+    (CollectionExists, 409, "collection_exists"),
+    (StorageError, 500, "storage_error"),
     (InputError, 422, "bad_input"),
     (EncoderMismatch, 409, "encoder_mismatch"),
+    (EncoderError, 422, "bad_encoder"),
+    (KeyNotFound, 404, "key_not_found"),
     (Factor4Error, 400, "bad_request"),
 ]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
 def create_app(settings: Settings | None = None, home: str | None = None) -> FastAPI:
     settings = settings or Settings()
     if home is not None:
         settings = settings.model_copy(update={"home": home})
+    root = config.home(settings.home).resolve()  # absolute, as in library paths
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.detector = Detector(settings.home)
+        app.state.tenancy = Tenancy(root)
+        app.state.detectors = Detectors(root)
         yield
-        app.state.detector.close()
+        app.state.detectors.close()
 
     app = FastAPI(title="factor4", version=__version__, lifespan=lifespan,
-                  description="Evidence that AI outputs copy reference works.")
+                  description="Evidence that AI outputs copy reference works. Every endpoint but /health "
+                              "needs an API key: `Authorization: Bearer f4_...` or `X-API-Key: f4_...`.")
     app.state.settings = settings
-    app.include_router(health.router)
-    app.include_router(scan.router)
+    app.state.home = root
+    app.state.rate_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    for module in (health, collections, works, scan):
+        app.include_router(module.router)
+
+    # server paths in library messages (collections' folders, staged uploads) are not shown
+    hide_paths = re.compile(re.escape(str(root)) + r"[^\s'\",;)]*")
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(Factor4Error)
     async def library_error(request: Request, exc: Factor4Error) -> JSONResponse:
         for cls, status, code in ERROR_STATUS:
             if isinstance(exc, cls):
-                return JSONResponse({"error": code, "message": str(exc)}, status_code=status)
+                if cls is CollectionNotFound:  # its message lists the store's collections
+                    return _error(status, code, "no such collection; list yours with GET /collections")
+                return _error(status, code, hide_paths.sub("<store>", str(exc)))
         raise exc  # unreachable: Factor4Error is the last entry
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": f"http_{exc.status_code}", "message": str(exc.detail)},
-                            status_code=exc.status_code)
+        return _error(exc.status_code, f"http_{exc.status_code}", str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        return JSONResponse({"error": "invalid_request", "message": f"{first['msg']} at {list(first['loc'])}"},
-                            status_code=422)
+        return _error(422, "invalid_request", f"{first['msg']} at {list(first['loc'])}")
 
     return app
+
+
+__all__ = ["ERROR_STATUS", "create_app"]

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from indexes.records import NAME_RE
+
 
 class TextScanRequest(BaseModel):
     text: str = Field(min_length=1, description="the AI output to scan")
@@ -81,7 +83,47 @@ class ScanOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
-    collections: int
+
+
+class VersionOut(BaseModel):
+    factor4: str
+    python: str
+    packages: dict[str, str | None] = Field(description="installed versions (null = not installed)")
+
+
+class CollectionCreate(BaseModel):
+    name: str = Field(pattern=NAME_RE.pattern,
+                      description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    encoders: list[str] | None = Field(None, min_length=1,
+                                       description="encoder specs (default: sscd, pdq, minilm, shingles)")
+    public: bool = Field(False, description="any tenant may scan it (only you may change it)")
+
+
+class CollectionPatch(BaseModel):
+    public: bool
+
+
+class CollectionOut(BaseModel):
+    name: str = Field(description="as you name it in URLs: NAME for yours, OWNER/NAME for another tenant's")
+    owner: str
+    own: bool = Field(description="yours (you may add, remove and delete)")
+    public: bool = Field(description="any tenant may scan it, at /public/{owner}/{name}/scan")
+    scan_url: str
+    encoders: list[str]
+    works: int
+    created_at: str
+    generation: int
+
+
+class FailureOut(BaseModel):
+    path: str
+    error: str
+
+
+class AddReportOut(BaseModel):
+    added: list[WorkOut]
+    duplicates: list[WorkOut] = Field(description="files already stored (same sha256): not stored again")
+    failed: list[FailureOut] = Field(description="files that could not be read: nothing stored for them")
 
 
 class ErrorOut(BaseModel):

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector import config
 
 
 class Settings(BaseSettings):
-    """Service configuration. Limits default to the library's own (`detector.config`)."""
+    """Service configuration. Limits default to the library's own (`detector.config`) where it
+    has one; every limit is named, with its value, in the error a request exceeding it gets."""
 
     model_config = SettingsConfigDict(env_prefix="FACTOR4_")
 
     home: str | None = None  # FACTOR4_HOME; None = detector.config.home()
-    max_upload_bytes: int = config.MAX_FILE_BYTES
-    max_text_chars: int = 1_000_000
+    #: Largest request body (413 too_large): checked from Content-Length, then while reading.
+    max_request_bytes: int = Field(4 * config.MAX_FILE_BYTES, gt=0)
+    #: Largest single uploaded file (413 too_large).
+    max_upload_bytes: int = Field(config.MAX_FILE_BYTES, gt=0)
+    #: Largest decoded image, in pixels (413 image_too_large); the library's bomb limit by default.
+    max_image_pixels: int = Field(config.MAX_IMAGE_PIXELS, gt=0)
+    #: Longest text scanned as JSON (422 text_too_long).
+    max_text_chars: int = Field(1_000_000, gt=0)
+    #: Most files in one POST .../works (422 too_many_files).
+    max_files_per_upload: int = Field(100, gt=0)
+    #: Requests per second per API key, sustained, and the burst allowed (429 rate_limited).
+    rate_per_second: float = Field(10.0, gt=0)
+    rate_burst: int = Field(20, gt=0)

@@ -1,7 +1,11 @@
-"""The minimal HTTP service: health, scan by upload or JSON text, errors as JSON 4xx."""
+"""The HTTP service's scan endpoint: by upload or JSON text, errors as JSON 4xx.
+
+Tenants, keys, isolation and limits: tests/test_service_tenants.py.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,18 +13,23 @@ from fastapi.testclient import TestClient
 
 from detector import Detector
 from service.main import create_app
+from service.tenancy import Tenancy, tenant_home
 from tests.conftest import edited_copy, module_doc
 
 
 @pytest.fixture(scope="module")
-def client(home: Path) -> TestClient:
-    with TestClient(create_app(home=str(home))) as c:
+def client(home: Path, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    """A service whose tenant 'tester' holds a copy of the session's collection 'ref'."""
+    service_home = tmp_path_factory.mktemp("service")
+    shutil.copytree(home / "collections", tenant_home(service_home, "tester") / "collections")
+    key = Tenancy(service_home).create_key("tester").key
+    with TestClient(create_app(home=str(service_home)), headers={"Authorization": f"Bearer {key}"}) as c:
         yield c
 
 
 def test_health(client: TestClient) -> None:
-    r = client.get("/health")
-    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["collections"] == 1
+    r = client.get("/health", headers={"Authorization": ""})
+    assert r.status_code == 200 and r.json()["status"] == "ok"
 
 
 def test_scan_upload_matches_library(client: TestClient, home: Path, corpus: dict, tmp_path: Path) -> None:
@@ -63,7 +72,7 @@ def test_scan_json_text(client: TestClient) -> None:
         ({"files": {"file": ("x.txt", b"", "text/plain")}}, 422, "bad_input"),
         ({"json": {"text": ""}}, 422, "invalid_request"),
         ({"json": {"nope": 1}}, 422, "invalid_request"),
-        ({"content": b"raw", "headers": {"content-type": "text/plain"}}, 415, "http_415"),
+        ({"content": b"raw", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
     ],
 )
 def test_bad_requests_get_4xx_json(client: TestClient, kwargs: dict, status: int, code: str) -> None:

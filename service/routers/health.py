@@ -1,14 +1,37 @@
+"""Liveness (no key needed) and versions (any valid key)."""
+
 from __future__ import annotations
+
+import platform
+from importlib import metadata
 
 from fastapi import APIRouter
 
 from detector import __version__
-from service.deps import DetectorDep
-from service.schemas import Health
+from service.deps import PrincipalDep
+from service.schemas import ErrorOut, Health, VersionOut
 
 router = APIRouter(tags=["health"])
 
+#: Distributions whose versions GET /version reports.
+PACKAGES = ("fastapi", "starlette", "pydantic", "numpy", "pillow", "faiss-cpu", "torch", "sentence-transformers",
+            "open_clip_torch", "uvicorn")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
 
 @router.get("/health", response_model=Health)
-def health(det: DetectorDep) -> Health:
-    return Health(status="ok", version=__version__, collections=len(det.collections()))
+def health() -> Health:
+    """Liveness: needs no key and says nothing about tenants or collections."""
+    return Health(status="ok", version=__version__)
+
+
+@router.get("/version", response_model=VersionOut, responses={401: {"model": ErrorOut}})
+def version(_: PrincipalDep) -> VersionOut:
+    return VersionOut(factor4=__version__, python=platform.python_version(),
+                      packages={name: _version(name) for name in PACKAGES})

@@ -1,24 +1,32 @@
-"""Scan one output against a collection: an uploaded file (multipart) or JSON text."""
+"""Scan one output against a collection: an uploaded file (multipart) or JSON text. Your own
+collection at /collections/{name}/scan; another tenant's public one at
+/public/{owner}/{name}/scan."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from pathlib import Path
+
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
-from detector.works import read_item, text_item
-from service.deps import DetectorDep, SettingsDep
+from detector.works import text_item
+from service.access import CollectionRef, public
+from service.deps import DetectorsDep, HomeDep, OwnCollectionDep, PrincipalDep, SettingsDep, TenancyDep
+from service.errors import ServiceError
 from service.schemas import ErrorOut, ScanOut, TextScanRequest
+from service.settings import Settings
+from service.uploads import item_from_upload, read_upload, scrub
 
-router = APIRouter(prefix="/collections/{name}", tags=["scan"])
+router = APIRouter(tags=["scan"])
 
-
-@router.post(
-    "/scan",
-    response_model=ScanOut,
-    responses={404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}},
-    openapi_extra={
+_SCAN_DOC = {
+    "response_model": ScanOut,
+    "responses": {401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut},
+               422: {"model": ErrorOut}, 429: {"model": ErrorOut}},
+    "openapi_extra": {
         "requestBody": {
             "content": {
                 "multipart/form-data": {
@@ -30,29 +38,45 @@ router = APIRouter(prefix="/collections/{name}", tags=["scan"])
             "required": True,
         }
     },
-)
-async def scan(name: str, request: Request, det: DetectorDep, settings: SettingsDep) -> dict:
-    """Score one AI output against collection *name*; the body is the same JSON as
-    `factor4 scan --json` gives for one input."""
+}
+
+
+async def _scan(request: Request, coll: CollectionRef, settings: Settings, home: Path) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await request.form()
+        form = await request.form(max_files=1)
         upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPException(422, "send the output as a multipart field named 'file'")
-        data = await upload.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise HTTPException(413, f"upload exceeds the limit of {settings.max_upload_bytes} bytes")
-        item = await run_in_threadpool(read_item, data=data, name=upload.filename or "upload")
+        if not isinstance(upload, UploadFile):
+            raise ServiceError(422, "invalid_request", "send the output as a multipart field named 'file'")
+        data = await read_upload(upload, settings)
+        item = await run_in_threadpool(item_from_upload, data, upload.filename or "upload", settings)
     elif ctype.startswith("application/json"):
         try:
             body = TextScanRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from exc
         if len(body.text) > settings.max_text_chars:
-            raise HTTPException(413, f"text exceeds the limit of {settings.max_text_chars} characters")
+            raise ServiceError(422, "text_too_long", f"text of {len(body.text)} characters exceeds max_text_chars = "
+                               f"{settings.max_text_chars} (FACTOR4_MAX_TEXT_CHARS); split it")
         item = text_item(body.text, body.name)
     else:
-        raise HTTPException(415, "send multipart/form-data with a 'file' field, or application/json with 'text'")
-    result = await run_in_threadpool(det.scan_item, name, item)
-    return result.to_dict()
+        raise ServiceError(415, "unsupported_media_type",
+                           "send multipart/form-data with a 'file' field, or application/json with 'text'")
+    result = (await run_in_threadpool(coll.det.scan_item, coll.name, item)).to_dict()
+    result["collection"] = coll.label
+    return scrub(result, home)
+
+
+@router.post("/collections/{name}/scan", **_SCAN_DOC)
+async def scan(request: Request, coll: OwnCollectionDep, settings: SettingsDep, home: HomeDep) -> dict:
+    """Score one AI output against your collection *name*; the body is the same JSON as
+    `factor4 scan --json` gives for one input."""
+    return await _scan(request, coll, settings, home)
+
+
+@router.post("/public/{owner}/{name}/scan", **_SCAN_DOC)
+async def scan_public(owner: str, name: str, request: Request, principal: PrincipalDep, detectors: DetectorsDep,
+                      tenancy: TenancyDep, settings: SettingsDep, home: HomeDep) -> dict:
+    """Score one AI output against *owner*'s public collection *name* (404 unless it is public)."""
+    coll = await run_in_threadpool(public, detectors, tenancy, principal.tenant, owner, name)
+    return await _scan(request, coll, settings, home)

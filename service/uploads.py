@@ -1,0 +1,141 @@
+"""Uploaded files: size and pixel limits, reading an output, staging works for `Detector.add`.
+
+`Detector.add` takes paths, so uploaded works are written to a staging folder under
+`<home>/uploads/` (one sub-folder per file, so equal names do not clash) and deleted after the
+add. A work's stored `source` is then that staging path; `public_source` shows it as the
+uploaded file name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from detector import config
+from detector.errors import InputError
+from detector.works import Item, MetadataTable, WorkMeta, read_item
+from service.errors import ServiceError
+from service.settings import Settings
+
+META_FIELDS = ("title", "creator", "licence", "source_url")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    """The file's bytes, refusing more than `max_upload_bytes` without reading further."""
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ServiceError(413, "too_large", f"{upload.filename or 'upload'}: file exceeds max_upload_bytes = "
+                           f"{settings.max_upload_bytes} bytes (FACTOR4_MAX_UPLOAD_BYTES)")
+    return data
+
+
+def check_pixels(data: bytes, name: str, settings: Settings) -> None:
+    """Refuse an image whose header declares more than `max_image_pixels` (413
+    `image_too_large`), before it is decoded. Non-images and unreadable headers pass: the
+    library reports those."""
+    limit = settings.max_image_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        w, h = -1, -1
+    except Exception:  # noqa: BLE001 - not an image, or a bad header: the library says which
+        return
+    if w < 0 or w * h > limit:
+        size = "too many" if w < 0 else f"{w}x{h} = {w * h}"
+        raise ServiceError(413, "image_too_large", f"{name}: image has {size} pixels; max_image_pixels = {limit} "
+                           "(FACTOR4_MAX_IMAGE_PIXELS); downscale it")
+
+
+def item_from_upload(data: bytes, name: str, settings: Settings) -> Item:
+    """Read an uploaded output (runs in a worker thread: decoding is CPU work)."""
+    check_pixels(data, name, settings)
+    try:
+        return read_item(data=data, name=name)
+    except InputError as exc:
+        if "decompression bomb" in str(exc):  # the library's own bomb check
+            raise ServiceError(413, "image_too_large", f"{exc} (library limit MAX_IMAGE_PIXELS = "
+                               f"{config.MAX_IMAGE_PIXELS})") from exc
+        raise
+
+
+def safe_name(filename: str | None, i: int) -> str:
+    """A file name safe to write: the last path component, odd characters replaced."""
+    base = _UNSAFE.sub("_", Path((filename or "").replace("\\", "/")).name).strip(" .")[:200]
+    return base or f"upload-{i}"
+
+
+def work_meta(fields: Mapping[str, Any], where: str) -> WorkMeta:
+    if not isinstance(fields, Mapping):
+        raise ServiceError(422, "bad_metadata", f"{where}: metadata must be an object of "
+                           f"{', '.join(META_FIELDS)} (and other string fields)")
+    known = {k: (str(fields[k]).strip() or None) if fields.get(k) is not None else None for k in META_FIELDS}
+    extra = {str(k): str(v) for k, v in fields.items() if k not in META_FIELDS and v is not None}
+    return WorkMeta(**known, extra=extra)
+
+
+class Staging:
+    """Uploaded works written to one staging folder, with their metadata."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths: list[Path] = []
+        self.meta: dict[str, WorkMeta] = {}
+
+    def add(self, data: bytes, filename: str | None, meta: WorkMeta | None) -> Path:
+        i = len(self.paths)
+        folder = self.root / str(i)
+        folder.mkdir()
+        path = folder / safe_name(filename, i)
+        path.write_bytes(data)
+        self.paths.append(path)
+        if meta is not None:
+            self.meta[str(path)] = meta
+        return path
+
+    def table(self) -> MetadataTable | None:
+        return MetadataTable(None, self.meta) if self.meta else None
+
+
+def uploads_root(home: Path) -> Path:
+    return home / "uploads"
+
+
+@contextmanager
+def staging(home: Path) -> Iterator[Staging]:
+    root = uploads_root(home)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="batch-", dir=root))
+    try:
+        yield Staging(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def scrub(value: Any, home: Path) -> Any:
+    """*value* (JSON-like) with staging paths replaced by file names, in every string."""
+    if isinstance(value, str):
+        prefix = str(uploads_root(home)) + os.sep
+        if prefix not in value:
+            return value
+        return re.sub(re.escape(prefix) + r"[^" + re.escape(os.sep) + r"]+" + re.escape(os.sep) + r"\d+"
+                      + re.escape(os.sep), "", value)
+    if isinstance(value, dict):
+        return {k: scrub(v, home) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, home) for v in value]
+    return value
