@@ -23,6 +23,7 @@ then `detector.report` turns them into `report.json`, `report.html` and `DIGEST`
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -199,6 +200,24 @@ def _done_lines(results: Path) -> set[int]:
     return done
 
 
+def _trim_heap() -> None:
+    """Give freed heap memory back to the system (glibc's `malloc_trim`). Text scans free many
+    mid-sized buffers that glibc otherwise keeps: RSS rose by ~300 MiB over 2,000 text outputs
+    without this, and stays flat with it (scripts/bench_batch.py). A no-op elsewhere."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc: Any = None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -295,5 +314,7 @@ def run_batch(det: Any, collection: str, records: Iterator[OutputRecord | Skippe
             res.write(json.dumps(row, sort_keys=True) + "\n")
             res.flush()
             bar.update(1)
+            if (scanned + skipped) % config.BATCH_TRIM_EVERY == 0:
+                _trim_heap()
     log.info("batch %s: %d scanned, %d skipped, %d done before", out, scanned, skipped, len(done))
     return BatchRun(out, scanned, skipped, len(done))

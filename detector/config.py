@@ -190,6 +190,8 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
 REPORT_WORKS_SHOWN = 50
 #: Skipped inputs listed in report.json (its summary counts them all).
 REPORT_SKIPPED_KEPT = 10_000
+#: A batch hands freed heap memory back to the system every this many outputs (see batch._trim_heap).
+BATCH_TRIM_EVERY = 50
 
 # --- calibration ---------------------------------------------------------------------------
 #: Outputs made from the collection's own works to learn how unrelated outputs score: at most

@@ -197,7 +197,14 @@ def build_report(det: Any, folder: str | Path) -> Report:
         raise InputError(f"{out}: no batch results here (expected {INPUTS} and {RESULTS})")
     settings = read_batch_settings(out)
     collection = settings["collection"]
-    coll, _bound = det._collection(collection)
+    coll = det.store.open(collection)  # the catalogue only: a report needs no model
+    try:
+        return _build(coll, collection, settings, out)
+    finally:
+        coll.close()
+
+
+def _build(coll: Any, collection: str, settings: dict[str, Any], out: Path) -> Report:
     tallies: dict[str, _WorkTally] = {}
     scanned: dict[str, int] = defaultdict(int)
     groups: dict[tuple[str, str, str], int] = defaultdict(int)  # (kind, value, modality) -> outputs
