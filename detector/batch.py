@@ -178,6 +178,11 @@ class BatchRun:
                 "resumed": self.resumed}
 
 
+def entry_line(entry: dict[str, Any]) -> int:
+    """The manifest line of an inputs.jsonl entry (a record, or a skipped line)."""
+    return int(entry["skipped"]["line"] if "skipped" in entry else entry["line"])
+
+
 def _done_lines(results: Path) -> set[int]:
     """Lines already in results.jsonl; a torn last line (a crash mid-write) is cut off."""
     done: set[int] = set()
@@ -287,15 +292,14 @@ def run_batch(det: Any, collection: str, records: Iterator[OutputRecord | Skippe
             progress(total, "scanning outputs", show_progress_bar, unit="output") as bar:
         for raw in inp:
             entry = json.loads(raw)
+            line = entry_line(entry)
+            if line in done:
+                bar.update(1)
+                continue
             if "skipped" in entry:
-                line = int(entry["skipped"]["line"])
                 row: dict[str, Any] = {"line": line, "skipped": entry["skipped"]["reason"]}
             else:
                 rec = OutputRecord(**entry)
-                line = rec.line
-                if line in done:
-                    bar.update(1)
-                    continue
                 try:
                     if rec.path is not None:
                         item = read_item(rec.path)
@@ -306,9 +310,6 @@ def run_batch(det: Any, collection: str, records: Iterator[OutputRecord | Skippe
                     scanned += 1
                 except Factor4Error as exc:
                     row = {"line": line, "id": rec.id, "skipped": str(exc)}
-            if line in done:
-                bar.update(1)
-                continue
             if "skipped" in row:
                 skipped += 1
             res.write(json.dumps(row, sort_keys=True) + "\n")

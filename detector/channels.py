@@ -211,19 +211,6 @@ class BoundChannels:
                                      p.thumbnail))
         return out
 
-    def image_vectors(
-        self, images: Sequence[Image.Image], show_progress_bar: bool | None = False
-    ) -> dict[str, np.ndarray]:
-        """Per channel, one row per image for its whole-image vector (no regions)."""
-        out: dict[str, np.ndarray] = {}
-        for ch in self.of("image"):
-            if ch.kind == "float":
-                out[ch.name] = self.encoders[ch.name].encode(list(images), show_progress_bar=show_progress_bar)
-            elif ch.name == "pdq":
-                rows = [pdq_hash(im).to_array() for im in images]
-                out[ch.name] = np.stack(rows) if rows else np.empty((0, PDQ_BITS // 8), np.uint8)
-        return out
-
     def image_queries(self, image: Image.Image, regions: bool = True) -> ImageQuery:
         """Query rows per channel for one output image: for the region encoder, the whole
         output (row 0) then every `query_windows` region; for PDQ its 8 rotations and flips;

@@ -149,16 +149,10 @@ def locate_in_work(coll: Collection, bound: BoundChannels, work_id: str, output:
     return window_box(windows[pick], rows, cols, work.width or thumb.width, work.height or thumb.height)
 
 
-@dataclass
 class _Hits:
-    """A search's results as flat arrays, keeping each row's best hit per work (in rank order),
-    excluded works and deleted segments dropped."""
-
-    row: np.ndarray
-    work: np.ndarray  # index into `works`
-    score: np.ndarray
-    ordinal: np.ndarray
-    works: list[str]
+    """A search's results as flat arrays (`all_*`: every hit; `row`, `work`, `score`, `ordinal`:
+    each row's best hit per work, in rank order; `work` indexes `works`), excluded works and
+    deleted segments dropped."""
 
     def __init__(self, scores: np.ndarray, ids: np.ndarray, segs: dict, exclude: frozenset[str]) -> None:
         self.works = sorted({seg.work_id for seg in segs.values()} - exclude)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from detector import __version__, config
-from detector.batch import INPUTS, RESULTS, OutputRecord, sha256_file
+from detector.batch import INPUTS, RESULTS, OutputRecord, entry_line, sha256_file
 from detector.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -152,10 +152,6 @@ class _WorkTally:
     examples: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
 
 
-def _line(entry: dict[str, Any]) -> int:
-    return int(entry["skipped"]["line"] if "skipped" in entry else entry["line"])
-
-
 def _results(folder: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
     """(result row, input record) pairs, streamed: both files are in input order."""
     with (folder / INPUTS).open(encoding="utf-8") as inp, (folder / RESULTS).open(encoding="utf-8") as res:
@@ -164,14 +160,14 @@ def _results(folder: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any] | No
         for raw in res:
             row = json.loads(raw)
             line = int(row["line"])
-            while current is None or _line(current) < line:
+            while current is None or entry_line(current) < line:
                 current = next(records, None)
                 if current is None:
                     break
-            yield row, current if current is not None and _line(current) == line else None
+            yield row, current if current is not None and entry_line(current) == line else None
 
 
-def _histogram(values: list[float] | dict[int, int], bins: int = HISTOGRAM_BINS) -> list[int]:
+def _histogram(values: list[float], bins: int = HISTOGRAM_BINS) -> list[int]:
     counts = [0] * bins
     for v in values:
         counts[min(bins - 1, max(0, int(v * bins)))] += 1
@@ -451,7 +447,7 @@ def _findings(result: dict[str, Any]) -> list[tuple[str, str, float, float | Non
 def replay(det: Any, folder: str | Path, show_progress_bar: bool | None = None) -> Replay:
     """Re-scan every output a batch recorded (from inputs.jsonl, each checked against its
     recorded sha256) with the same collection and settings, and compare the findings."""
-    from detector.batch import BATCH, read_batch_settings
+    from detector.batch import read_batch_settings
     from detector.progress import progress
     from detector.works import read_item, text_item
 
@@ -495,5 +491,5 @@ def replay(det: Any, folder: str | Path, show_progress_bar: bool | None = None) 
                 identical += 1
             else:
                 differences.append(f"{label}: recorded {then_f}, now {now_f}")
-    log.info("replayed %s (%s): %d of %d identical", out, BATCH, identical, compared)
+    log.info("replayed %s: %d of %d identical", out, identical, compared)
     return Replay(compared, identical, tuple(differences), tuple(unavailable), changed)

@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
+import bench_text  # scripts/ is on sys.path when a script runs
+import bench_text_scale
 import imagehash
 import numpy as np
 import pdqhash
@@ -133,17 +135,7 @@ SOURCES = (
 )
 
 
-def default_cache() -> Path:
-    home = os.environ.get("FACTOR4_HOME")
-    return Path(home).expanduser() / "cache" / "bench" if home else Path("~/.cache/factor4-bench").expanduser()
-
-
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    log.debug("running %s in %s", shlex.join(cmd), cwd)
-    try:
-        return subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return subprocess.CompletedProcess(cmd, 127, "", str(exc))
+default_cache, _run = bench_text.default_cache, bench_text._run
 
 
 def download_deb(pkg: str, cache: Path) -> Path:
@@ -769,44 +761,8 @@ def fmt_cut(s: float) -> str:
 
 
 # -- speed --------------------------------------------------------------------------------------
-QUIET_CORES = 0.25  # other processes using fewer cores than this leave the machine quiet for the timings
-
-
-def _busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (not idle or waiting for I/O), from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-class OtherLoad:
-    """Cores the machine's other processes used since this was made (their CPU seconds / wall seconds)."""
-
-    def __init__(self) -> None:
-        self.t0, self.busy0, self.own0 = time.perf_counter(), _busy_seconds(), _own_seconds()
-
-    def cores(self) -> float:
-        wall = max(time.perf_counter() - self.t0, 1e-9)
-        return max(0.0, (_busy_seconds() - self.busy0) - (_own_seconds() - self.own0)) / wall
-
-
-def wait_quiet(max_seconds: float, sample: float = 15.0) -> str:
-    """Wait (up to *max_seconds*) until other processes use less than QUIET_CORES cores."""
-    t0 = time.perf_counter()
-    while True:
-        watch = OtherLoad()
-        time.sleep(sample)
-        load, waited = watch.cores(), time.perf_counter() - t0
-        if load < QUIET_CORES:
-            return f"quiet after {waited:.0f} s of waiting"
-        if waited >= max_seconds:
-            log.warning("machine still busy after %.0f s (others use %.2f cores); timing anyway", waited, load)
-            return f"still busy after {waited:.0f} s of waiting"
-        log.info("waiting for a quiet machine: other processes use %.2f cores", load)
+# machine-load helpers shared with the text scale benchmark
+OtherLoad, QUIET_CORES, wait_quiet = bench_text_scale.OtherLoad, bench_text_scale.QUIET_CORES, bench_text_scale.wait_quiet
 
 
 def folder_bytes(path: Path) -> int:
@@ -876,7 +832,7 @@ def speed(det: Detector, main: str, refs: list[PoolImage], samples: list[bytes])
     out["budget_ratio_p50"] = float(np.percentile(excess, 50))
     out["query_rows"] = len(rows[bound.region_channel().name]) if bound.region_channel() else 1
     out["scans"] = len(items)
-    out["others"] = watch.cores()
+    out["others"] = watch.stop()[0]
     return out
 
 
@@ -1009,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("factor4: first scan took %.1f s", first_s)
         watch = OtherLoad()
         seconds, kept = score_queries(queries, refs, det, name, ctx, speed_pick, args.save_queries)
-        others_scoring = watch.cores()
+        others_scoring = watch.stop()[0]
         sp, quiet = None, "no waiting"
         if not args.no_speed:
             if args.wait_quiet:
