@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -172,10 +172,11 @@ class BatchRun:
     scanned: int
     skipped: int
     resumed: int
+    stopped: bool = False  # asked to stop before the end: run it again to resume
 
     def to_dict(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "scanned": self.scanned, "skipped": self.skipped,
-                "resumed": self.resumed}
+                "resumed": self.resumed, "stopped": self.stopped}
 
 
 def entry_line(entry: dict[str, Any]) -> int:
@@ -244,10 +245,12 @@ def read_batch_settings(folder: Path) -> dict[str, Any]:
 
 def run_batch(det: Any, collection: str, records: Iterator[OutputRecord | Skipped], folder: str | os.PathLike[str],
               top: int = config.TOP_MATCHES, show_progress_bar: bool | None = None,
-              command: list[str] | None = None) -> BatchRun:
+              command: list[str] | None = None, stop: Callable[[], bool] | None = None) -> BatchRun:
     """Scan every record against *collection*, appending to *folder*/results.jsonl. A folder
     that already holds results of the same inputs is resumed; one holding other inputs (or
-    scanned against another collection) is refused."""
+    scanned against another collection) is refused. *stop*, when given, is asked before each
+    output; when it answers True the run returns early (`BatchRun.stopped`), and running it
+    again resumes."""
     import datetime as dt
     import sys
 
@@ -291,6 +294,9 @@ def run_batch(det: Any, collection: str, records: Iterator[OutputRecord | Skippe
     with results_path.open("a", encoding="utf-8") as res, inputs_path.open(encoding="utf-8") as inp, \
             progress(total, "scanning outputs", show_progress_bar, unit="output") as bar:
         for raw in inp:
+            if stop is not None and stop():
+                log.info("batch %s: stopped after %d outputs; run it again to resume", out, scanned + skipped)
+                return BatchRun(out, scanned, skipped, len(done), stopped=True)
             entry = json.loads(raw)
             line = entry_line(entry)
             if line in done:

@@ -118,8 +118,25 @@ class Detector:
             self._open.clear()
 
     # -- works -----------------------------------------------------------------------------
-    def works(self, name: str) -> list[WorkRecord]:
-        return self._collection(name)[0].works()
+    def works(self, name: str, limit: int | None = None, offset: int = 0) -> list[WorkRecord]:
+        """The works of collection *name*, oldest first: *limit* of them from *offset* (all
+        when *limit* is None)."""
+        if (limit is not None and limit < 0) or offset < 0:
+            raise InputError(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
+        return self._collection(name)[0].works(limit=limit, offset=offset)
+
+    def work(self, name: str, work: str) -> WorkRecord:
+        """Work *work* (by id or sha256) of collection *name*; CollectionError if it has none."""
+        coll, _ = self._collection(name)
+        rec = coll.work_by_sha256(work) if len(work) == 64 else None
+        return rec or coll.work(work)
+
+    def thumbnail(self, name: str, work: str) -> bytes | None:
+        """The JPEG stored with image work *work* (by id or sha256) of collection *name*: the
+        picture downscaled to at most `config.THUMBNAIL_SIDE` pixels a side. None for a text
+        work; CollectionError when the collection has no such work."""
+        rec = self.work(name, work)
+        return self._collection(name)[0].thumbnail(rec.id)
 
     def remove(self, name: str, work: str) -> WorkRecord:
         """Remove a work (by id or sha256) with all its vectors; returns what was removed."""

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import faiss
 import numpy as np
@@ -395,7 +395,7 @@ class Collection:
             self._db = None
         self._indexes = {}
 
-    def __enter__(self) -> Collection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -431,14 +431,19 @@ class Collection:
         data["extra"] = json.loads(data["extra"] or "{}")
         return WorkRecord(**data)
 
-    def works(self, modality: str | None = None) -> list[WorkRecord]:
-        """All works, oldest first (optionally of one modality)."""
+    def works(self, modality: str | None = None, limit: int | None = None, offset: int = 0) -> list[WorkRecord]:
+        """The works, oldest first (optionally of one modality); *limit* of them from *offset*
+        (all when *limit* is None)."""
         sql = f"SELECT {_WORK_COLUMNS} FROM works"
         args: tuple[Any, ...] = ()
         if modality:
             sql += " WHERE modality = ?"
             args = (modality,)
-        return [self._work(r) for r in self.db.execute(sql + " ORDER BY num", args)]
+        sql += " ORDER BY num"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += (-1 if limit is None else limit, offset)
+        return [self._work(r) for r in self.db.execute(sql, args)]
 
     def work(self, work_id: str) -> WorkRecord:
         row = self.db.execute(f"SELECT {_WORK_COLUMNS} FROM works WHERE id = ?", (work_id,)).fetchone()

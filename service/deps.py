@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from service.access import CollectionRef, Detectors, own
 from service.errors import ServiceError, unauthorized
+from service.jobs import Jobs
 from service.limits import RateLimiter
 from service.settings import Settings
 from service.tenancy import Principal, Tenancy
@@ -31,10 +32,15 @@ def get_detectors(request: Request) -> Detectors:
     return request.app.state.detectors
 
 
+def get_jobs(request: Request) -> Jobs:
+    return request.app.state.jobs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HomeDep = Annotated[Path, Depends(get_home)]
 TenancyDep = Annotated[Tenancy, Depends(get_tenancy)]
 DetectorsDep = Annotated[Detectors, Depends(get_detectors)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 
 
 def api_key(request: Request) -> str | None:

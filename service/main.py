@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,8 +24,9 @@ from detector.errors import (
 )
 from service.access import Detectors
 from service.errors import ServiceError
+from service.jobs import Jobs
 from service.limits import BodyLimit, RateLimiter
-from service.routers import collections, health, scan, works
+from service.routers import batches, collections, health, scan, works
 from service.settings import Settings
 from service.tenancy import KeyNotFound, Tenancy
 
@@ -55,7 +57,10 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.tenancy = Tenancy(root)
         app.state.detectors = Detectors(root)
+        app.state.jobs = Jobs(root, app.state.detectors)
+        app.state.jobs.start()
         yield
+        await run_in_threadpool(app.state.jobs.close)
         app.state.detectors.close()
 
     app = FastAPI(title="factor4", version=__version__, lifespan=lifespan,
@@ -65,7 +70,7 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     app.state.home = root
     app.state.rate_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
-    for module in (health, collections, works, scan):
+    for module in (health, collections, works, scan, batches):
         app.include_router(module.router)
 
     # server paths in library messages (collections' folders, staged uploads) are not shown

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -124,6 +124,21 @@ class AddReportOut(BaseModel):
     added: list[WorkOut]
     duplicates: list[WorkOut] = Field(description="files already stored (same sha256): not stored again")
     failed: list[FailureOut] = Field(description="files that could not be read: nothing stored for them")
+
+
+class BatchOut(BaseModel):
+    id: str
+    collection: str = Field(description="as you name it: NAME, or OWNER/NAME for a public collection")
+    status: Literal["queued", "running", "done", "failed"]
+    outputs: int = Field(description="outputs in the batch (files and manifest lines, including skipped ones)")
+    done: int = Field(description="outputs scanned or skipped so far")
+    created_utc: str
+    started_utc: str | None = None
+    finished_utc: str | None = None
+    error: str | None = Field(None, description="why the batch failed")
+    summary: dict[str, Any] | None = Field(None, description="the report's summary, when done")
+    digest: str | None = Field(None, description="the report's digest (factor4 verify checks it), when done")
+    links: dict[str, str] = Field(description="self; and report_json, report_html, report_zip when done")
 
 
 class ErrorOut(BaseModel):

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(1_000_000, gt=0)
     #: Most files in one POST .../works (422 too_many_files).
     max_files_per_upload: int = Field(100, gt=0)
+    #: Most outputs (files and manifest lines) in one batch scan (422 batch_too_large).
+    max_batch_outputs: int = Field(1_000, gt=0)
     #: Requests per second per API key, sustained, and the burst allowed (429 rate_limited).
     rate_per_second: float = Field(10.0, gt=0)
     rate_burst: int = Field(20, gt=0)

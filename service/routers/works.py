@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,6 +19,9 @@ from service.deps import HomeDep, OwnCollectionDep, SettingsDep
 from service.errors import ServiceError
 from service.schemas import AddReportOut, ErrorOut, WorkOut
 from service.uploads import META_FIELDS, check_pixels, read_upload, scrub, staging, work_meta
+
+#: Works per page of GET .../works by default, and at most.
+WORKS_PAGE, WORKS_PAGE_MAX = 100, 1000
 
 router = APIRouter(prefix="/collections/{name}/works", tags=["works"],
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 429: {"model": ErrorOut}})
@@ -107,15 +111,26 @@ async def add_works(request: Request, coll: OwnCollectionDep, settings: Settings
 
 
 @router.get("", response_model=list[WorkOut])
-async def list_works(coll: OwnCollectionDep, home: HomeDep) -> list[dict]:
-    works = await run_in_threadpool(coll.det.works, coll.name)
+async def list_works(coll: OwnCollectionDep, home: HomeDep, response: Response,
+                     limit: Annotated[int, Query(ge=1, le=WORKS_PAGE_MAX)] = WORKS_PAGE,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+    """The works, oldest first, a page at a time: *limit* from *offset*. The `X-Total-Count`
+    header gives how many there are; a `Link: <...>; rel="next"` header the next page."""
+    works = await run_in_threadpool(coll.det.works, coll.name, limit, offset)
+    total = (await run_in_threadpool(coll.det.manifest, coll.name)).counts.get("works", 0)
+    response.headers["X-Total-Count"] = str(total)
+    if offset + len(works) < total:
+        response.headers["Link"] = (f'</collections/{coll.name}/works?limit={limit}&offset={offset + limit}>; '
+                                    'rel="next"')
     return [_work_out(WorkRef.from_record(w), home) for w in works]
 
 
 def _find(coll: CollectionRef, work_id: str) -> WorkRecord:
-    for w in coll.det.works(coll.name):
-        if work_id in (w.id, w.sha256):
-            return w
+    try:
+        return coll.det.work(coll.name, work_id)
+    except CollectionError as exc:
+        if "has no work" not in str(exc):
+            raise
     raise ServiceError(404, "work_not_found", f"collection {coll.label!r} has no work {work_id!r}; "
                        f"list them with GET /collections/{coll.label}/works")
 
