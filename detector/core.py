@@ -17,7 +17,8 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -25,7 +26,7 @@ from PIL import Image
 from detector import config, scoring
 from detector.calibration import NullScores, calibrate_image, calibrate_text, is_stale
 from detector.channels import BoundChannels, PreparedImage, channel_spec, normalise_specs
-from detector.errors import InputError
+from detector.errors import CollectionError, InputError
 from detector.imagescan import scan_image
 from detector.progress import progress
 from detector.results import AddFailure, AddReport, Calibration, Match, ScanResult, WorkRef
@@ -40,7 +41,7 @@ from detector.works import (
     split_passages,
     word_spans,
 )
-from indexes import Collection, Manifest, SegmentRecord, Store, WorkRecord
+from indexes import Collection, Manifest, SegmentRecord, Store, WorkRecord, Writer
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -64,18 +65,84 @@ def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
     return out
 
 
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer goes before readers that come after it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass
+class _Open:
+    """One open collection of a Detector: a snapshot that scans read (many threads at once,
+    swapped for a newer one only when none is reading), and a second object that write
+    sessions use, so readers never see a write session's uncommitted rows."""
+
+    bound: BoundChannels
+    reader: Collection | None = None
+    writer: Collection | None = None
+    rw: _ReadWriteLock = field(default_factory=_ReadWriteLock)
+    write: threading.Lock = field(default_factory=threading.Lock)  # one write session at a time
+    calibrating: threading.Lock = field(default_factory=threading.Lock)
+    #: a write session of this process ended since the reader last took a snapshot (it may have
+    #: stored rows, e.g. a calibration, without a new generation)
+    written: bool = False
+
+    def close(self) -> None:
+        for coll in (self.reader, self.writer):
+            if coll is not None:
+                coll.close()
+        self.reader = self.writer = None
+
+
 class Detector:
     """Collections of reference works under one home folder, and the encoders to use them.
 
     Encoders load once per process and are shared; open collections are cached and refreshed
     before each use, so a long-lived Detector (the service) sees works added elsewhere.
+
+    Thread-safe: scans (and other reads) of a collection run at once, also while works are
+    being added to it; they read the last committed state, never a half-added work. Writes to
+    one collection (add, remove, storing a calibration) take turns.
     """
 
     def __init__(self, home: PathLike | None = None) -> None:
         self.home = config.home(home)
         self.store = Store(self.home)
-        self._open: dict[str, tuple[Collection, BoundChannels]] = {}
-        self._lock = threading.RLock()
+        self._open: dict[str, _Open] = {}
+        self._lock = threading.Lock()  # guards self._open only
 
     # -- collections -----------------------------------------------------------------------
     def create(self, name: str, encoders: Sequence[str] = config.DEFAULT_ENCODERS,
@@ -90,32 +157,80 @@ class Detector:
         return self.store.names()
 
     def manifest(self, name: str) -> Manifest:
-        return self._collection(name)[0].manifest
+        with self._reading(name) as (coll, _):
+            return coll.manifest
 
     def delete(self, name: str) -> None:
         with self._lock:
-            if name in self._open:
-                self._open.pop(name)[0].close()
-            self.store.delete(name)
+            st = self._open.pop(name, None)
+        if st is not None:
+            with st.rw.exclusive(), st.write:  # this order: a calibrating scan holds rw, then takes write
+                st.close()
+        self.store.delete(name)
 
-    def _collection(self, name: str) -> tuple[Collection, BoundChannels]:
+    def _state(self, name: str) -> _Open:
         with self._lock:
-            if name not in self._open:
+            st = self._open.get(name)
+            if st is None:
                 coll = self.store.open(name)
                 try:
-                    self._open[name] = (coll, BoundChannels.bind(coll.manifest))
+                    st = _Open(BoundChannels.bind(coll.manifest), reader=coll)
                 except Exception:
                     coll.close()
                     raise
-            coll, bound = self._open[name]
-            coll.refresh()
-            return coll, bound
+                self._open[name] = st
+            return st
+
+    def _fresh_reader(self, st: _Open) -> Collection:
+        """The reader, brought up to the last commit first if there is a newer one."""
+        reader = st.reader
+        if reader is None:
+            raise CollectionError("the collection was deleted or the detector closed")
+        if st.written or reader.committed_generation() != reader.generation:
+            with st.rw.exclusive():
+                if st.reader is not None:
+                    st.written = False
+                    st.reader.refresh(share=st.writer)  # the index files the writer holds are not read again
+        return reader
+
+    @contextmanager
+    def _reading(self, name: str) -> Iterator[tuple[Collection, BoundChannels]]:
+        """The collection's latest committed state, held still while in use (other threads may
+        read it at the same time; a newer state is taken up when none is reading)."""
+        st = self._state(name)
+        self._fresh_reader(st)
+        with st.rw.shared():
+            if st.reader is None:  # deleted meanwhile
+                raise CollectionError(f"collection {name!r} was deleted or the detector closed")
+            yield st.reader, st.bound
+
+    @contextmanager
+    def _writing(self, name: str) -> Iterator[tuple[Collection, BoundChannels, Writer]]:
+        """A write session on the collection's writing object (see `_Open`)."""
+        st = self._state(name)
+        with st.write:
+            if st.reader is None:
+                raise CollectionError(f"collection {name!r} was deleted or the detector closed")
+            if st.writer is None:  # borrows the reader's indexes: a session copies what it changes
+                st.writer = Collection.open(st.reader.path, share=st.reader)
+            try:
+                with st.writer.writer() as w:
+                    yield st.writer, st.bound, w
+            finally:
+                st.written = True
+
+    def _collection(self, name: str) -> tuple[Collection, BoundChannels]:
+        """The reading object and its channels, refreshed (for single-threaded use: tests, scripts)."""
+        st = self._state(name)
+        return self._fresh_reader(st), st.bound
 
     def close(self) -> None:
         with self._lock:
-            for coll, _ in self._open.values():
-                coll.close()
+            states = list(self._open.values())
             self._open.clear()
+        for st in states:
+            with st.rw.exclusive(), st.write:
+                st.close()
 
     # -- works -----------------------------------------------------------------------------
     def works(self, name: str, limit: int | None = None, offset: int = 0) -> list[WorkRecord]:
@@ -123,29 +238,29 @@ class Detector:
         when *limit* is None)."""
         if (limit is not None and limit < 0) or offset < 0:
             raise InputError(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
-        return self._collection(name)[0].works(limit=limit, offset=offset)
+        with self._reading(name) as (coll, _):
+            return coll.works(limit=limit, offset=offset)
 
     def work(self, name: str, work: str) -> WorkRecord:
         """Work *work* (by id or sha256) of collection *name*; CollectionError if it has none."""
-        coll, _ = self._collection(name)
-        rec = coll.work_by_sha256(work) if len(work) == 64 else None
-        return rec or coll.work(work)
+        with self._reading(name) as (coll, _):
+            rec = coll.work_by_sha256(work) if len(work) == 64 else None
+            return rec or coll.work(work)
 
     def thumbnail(self, name: str, work: str) -> bytes | None:
         """The JPEG stored with image work *work* (by id or sha256) of collection *name*: the
         picture downscaled to at most `config.THUMBNAIL_SIDE` pixels a side. None for a text
         work; CollectionError when the collection has no such work."""
-        rec = self.work(name, work)
-        return self._collection(name)[0].thumbnail(rec.id)
+        with self._reading(name) as (coll, _):
+            rec = coll.work_by_sha256(work) if len(work) == 64 else None
+            return coll.thumbnail((rec or coll.work(work)).id)
 
     def remove(self, name: str, work: str) -> WorkRecord:
         """Remove a work (by id or sha256) with all its vectors; returns what was removed."""
-        with self._lock:
-            coll, _ = self._collection(name)
+        with self._writing(name) as (coll, _, w):
             rec = coll.work_by_sha256(work) if len(work) == 64 else None
             rec = rec or coll.work(work)
-            with coll.writer() as w:
-                w.remove_work(rec.id)
+            w.remove_work(rec.id)
             return rec
 
     def add(
@@ -168,32 +283,31 @@ class Detector:
         added: list[WorkRef] = []
         dups: list[WorkRef] = []
         failed: list[AddFailure] = []
-        with self._lock:
-            coll, bound = self._collection(name)
-            with coll.writer() as w, progress(len(files), "adding works", show_progress_bar) as bar:
-                since_commit = 0
-                seen_failed = 0
-                for batch in _read_batches(files, batch_size, failed, bound):
-                    todo: list[tuple[Path, Item, PreparedImage | None]] = []
-                    for path, item, prep in batch:
-                        if (existing := w.has_sha256(item.sha256)) is not None:
-                            dups.append(WorkRef.from_record(coll.work(existing)))  # sees this session's rows
-                        elif item.modality not in {c.modality for c in coll.manifest.channels}:
-                            failed.append(AddFailure(str(path), f"{path}: collection {name!r} has no "
-                                                     f"encoder for {item.modality} works"))
-                        else:
-                            todo.append((path, item, prep))
-                    for record, segments, vectors, postings, text, thumb in self._prepare(bound, todo, table):
-                        if w.add_work(record, segments, vectors, postings, text, thumb):
-                            added.append(WorkRef.from_record(record))
-                            since_commit += 1
-                        else:  # the same file twice in one batch
-                            dups.append(WorkRef.from_record(coll.work(record.id)))
-                    bar.update(len(batch) + len(failed) - seen_failed)
-                    seen_failed = len(failed)
-                    if since_commit >= commit_every:
-                        w.commit()
-                        since_commit = 0
+        with self._writing(name) as (coll, bound, w), \
+                progress(len(files), "adding works", show_progress_bar) as bar:
+            since_commit = 0
+            seen_failed = 0
+            for batch in _read_batches(files, batch_size, failed, bound):
+                todo: list[tuple[Path, Item, PreparedImage | None]] = []
+                for path, item, prep in batch:
+                    if (existing := w.has_sha256(item.sha256)) is not None:
+                        dups.append(WorkRef.from_record(coll.work(existing)))  # sees this session's rows
+                    elif item.modality not in {c.modality for c in coll.manifest.channels}:
+                        failed.append(AddFailure(str(path), f"{path}: collection {name!r} has no "
+                                                 f"encoder for {item.modality} works"))
+                    else:
+                        todo.append((path, item, prep))
+                for record, segments, vectors, postings, text, thumb in self._prepare(bound, todo, table):
+                    if w.add_work(record, segments, vectors, postings, text, thumb):
+                        added.append(WorkRef.from_record(record))
+                        since_commit += 1
+                    else:  # the same file twice in one batch
+                        dups.append(WorkRef.from_record(coll.work(record.id)))
+                bar.update(len(batch) + len(failed) - seen_failed)
+                seen_failed = len(failed)
+                if since_commit >= commit_every:
+                    w.commit()
+                    since_commit = 0
         for f in failed:
             log.warning("skipped %s", f.error)
         return AddReport(tuple(added), tuple(dups), tuple(failed))
@@ -220,17 +334,16 @@ class Detector:
         """Score each output (a path, or an item from `detector.works`) against collection
         *name*. Raises InputError on the first unreadable input; use `scan_item` per input
         to handle failures one by one."""
-        self._collection(name)  # a missing collection fails before any input is read
+        self._state(name)  # a missing collection fails before any input is read
         items = [x if isinstance(x, ImageItem | TextItem) else read_item(x) for x in inputs]
         return [self.scan_item(name, item, top) for item in items]
 
     def scan_item(self, name: str, item: Item, top: int = config.TOP_MATCHES) -> ScanResult:
-        with self._lock:
-            coll, bound = self._collection(name)
+        with self._reading(name) as (coll, bound):
             if not bound.of(item.modality):
                 raise InputError(f"{item.name}: collection {name!r} has no encoder for {item.modality} outputs")
             matches = self._matches(coll, bound, item, top=top)  # a bad output fails here, before any calibration
-            null = self._null_scores(coll, bound, item.modality)
+            null = self._null_scores(name, coll, bound, item.modality)
             if null is not None:
                 matches = [replace(m, fpr=null.fpr(m.score)) for m in matches]
             return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches),
@@ -264,27 +377,41 @@ class Detector:
         """Learn collection *name*'s false-positive rates now, for each modality it holds works
         of (scans do it when the collection has changed; see `detector.calibration`). A modality
         with too few unrelated works to learn from is left out."""
-        with self._lock:
-            coll, bound = self._collection(name)
+        with self._reading(name) as (coll, bound):
             out = []
             for modality in ("image", "text"):
                 if bound.of(modality) and coll.works(modality):
-                    null = self._calibrate(coll, bound, modality, show_progress_bar)
+                    with self._state(name).calibrating:
+                        null = self._calibrate(name, coll, bound, modality, show_progress_bar)
                     if null is not None:
                         out.append(null.info)
             return out
 
-    def _null_scores(self, coll: Collection, bound: BoundChannels, modality: str) -> NullScores | None:
-        stored = coll.calibration(modality)
-        if stored is not None:
-            null = NullScores.from_dict(stored[1])
+    def _null_scores(self, name: str, coll: Collection, bound: BoundChannels, modality: str) -> NullScores | None:
+        """The collection's false-positive model for *modality*: the stored one, or (when there
+        is none or it is stale) one learnt now, by one thread while others wait for it."""
+
+        def stored() -> NullScores | None | bool:
+            found = coll.calibration(modality)
+            if found is None:
+                return False
+            null = NullScores.from_dict(found[1])
             if null.info.generation == coll.generation or not is_stale(
                 null, len(coll.works(modality)), coll.generation
             ):
                 return null if null.info.queries else None
-        return self._calibrate(coll, bound, modality, None)
+            return False
 
-    def _calibrate(self, coll: Collection, bound: BoundChannels, modality: str,
+        found = stored()
+        if found is not False:
+            return found  # type: ignore[return-value]
+        with self._state(name).calibrating:
+            found = stored()  # another thread may have learnt it meanwhile
+            if found is not False:
+                return found  # type: ignore[return-value]
+            return self._calibrate(name, coll, bound, modality, None)
+
+    def _calibrate(self, name: str, coll: Collection, bound: BoundChannels, modality: str,
                    show_progress_bar: bool | None) -> NullScores | None:
         def top_text(outputs: list[tuple[str, frozenset[str]]]) -> list[float]:
             vectors = embed_windows(bound, [text for text, _ in outputs], show_progress_bar)
@@ -317,8 +444,8 @@ class Detector:
         stored = null or NullScores(
             Calibration(modality, generation, 0, len(coll.works(modality)), "too few unrelated works"), ()
         )
-        with coll.writer() as w:
-            if coll.generation == generation:  # else the collection changed meanwhile: keep it unsaved
+        with self._writing(name) as (latest, _, w):
+            if latest.generation == generation:  # else the collection changed meanwhile: keep it unsaved
                 w.set_calibration(modality, generation, stored.to_dict())
         # as stored (scores rounded), so this scan's rates equal every later scan's
         return None if null is None else NullScores.from_dict(stored.to_dict())

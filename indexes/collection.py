@@ -226,6 +226,9 @@ class Collection:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._indexes: dict[str, Any] = {}
+        #: the loaded indexes by file name, replaced whole (never changed in place), so another
+        #: object may borrow from it at any moment (see `open`'s *share*)
+        self._by_file: dict[str, Any] = {}
         self._files: dict[str, str] = {}
         self.generation = 0
         self.manifest: Manifest
@@ -285,15 +288,17 @@ class Collection:
         return coll
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Collection:
-        """Open the collection stored in folder *path*."""
+    def open(cls, path: str | os.PathLike[str], share: Collection | None = None) -> Collection:
+        """Open the collection stored in folder *path*. With *share*, another open object of the
+        same collection, index files it already holds are taken from it instead of read again
+        (indexes are never changed in place: a write session changes a copy)."""
         path = Path(path)
         if not (path / "catalog.sqlite").is_file():
             raise CollectionNotFound(f"no collection at {path}")
         coll = cls(path)
         try:
             coll._connect()
-            coll._load()
+            coll._load(share)
         except BaseException:
             coll.close()
             raise
@@ -326,18 +331,19 @@ class Collection:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
 
-    def _load(self) -> None:
+    def _load(self, share: Collection | None = None) -> None:
         """Read the committed state: catalog snapshot + the index files it names."""
         self._end_read()
         self._begin_read()
         try:
-            self._load_snapshot()
+            self._load_snapshot(share)
         except BaseException:
             self._end_read()
             raise
 
-    def _load_snapshot(self) -> None:
+    def _load_snapshot(self, share: Collection | None = None) -> None:
         self._segment_cache: dict[int, SegmentRecord] = {}
+        shared = share._by_file if share is not None and share.path == self.path else {}
         with self._lock.hold(exclusive=False):
             meta = self._meta()  # the first read pins the snapshot, while no commit can run
             version = int(meta.get("format_version", "0"))
@@ -352,12 +358,16 @@ class Collection:
             for spec in channels:
                 if spec.kind == "postings":
                     continue
+                if files[spec.name] in shared:  # the same file, already in memory
+                    indexes[spec.name] = shared[files[spec.name]]
+                    continue
                 file = self.path / "vectors" / files[spec.name]
                 if not file.is_file():
                     raise StorageError(f"collection {self.path.name!r} is damaged: {file} is missing")
                 indexes[spec.name] = _read_index(spec, file)
         self._indexes = indexes
         self._files = files
+        self._by_file = {files[n]: ix for n, ix in indexes.items()}
         self.generation = int(meta["generation"])
         self.manifest = Manifest(
             name=meta["name"],
@@ -377,23 +387,37 @@ class Collection:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def refresh(self) -> bool:
-        """Reload if another process committed since this one was opened; True if it did."""
+    def refresh(self, share: Collection | None = None) -> bool:
+        """Reload if another process (or another object) committed since this one was opened;
+        True if it did. *share* as for `open`."""
         if self._writing:
             return False  # a write session holds the write lock: it sees the latest state already
         self._end_read()
         self._begin_read()
         gen = int(self._meta()["generation"])  # pins the new snapshot
         if gen != self.generation:
-            self._load()
+            self._load(share)
             return True
         return False
+
+    def committed_generation(self) -> int:
+        """The generation last committed by anyone, read on a connection of its own: this
+        object's snapshot is not touched (so other threads may be reading it meanwhile)."""
+        db = sqlite3.connect(self.path / "catalog.sqlite", timeout=30)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"catalog of {self.path} is damaged: {exc}") from exc
+        finally:
+            db.close()
+        return int(row[0])
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
         self._indexes = {}
+        self._by_file = {}
 
     def __enter__(self) -> Self:
         return self
@@ -852,6 +876,7 @@ class Writer:
                 coll._files = files
                 coll.generation = gen
                 coll._indexes.update(self._own)
+                coll._by_file = {files[n]: ix for n, ix in coll._indexes.items()}
                 for file in old:
                     (coll.path / "vectors" / file).unlink(missing_ok=True)
             self._own = {}

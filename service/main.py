@@ -26,7 +26,7 @@ from service.access import Detectors
 from service.errors import ServiceError
 from service.jobs import Jobs
 from service.limits import BodyLimit, RateLimiter
-from service.routers import batches, collections, health, scan, works
+from service.routers import batches, collections, health, scan, web, works
 from service.settings import Settings
 from service.tenancy import KeyNotFound, Tenancy
 
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     app.state.home = root
     app.state.rate_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
-    for module in (health, collections, works, scan, batches):
+    for module in (health, collections, works, scan, batches, web):
         app.include_router(module.router)
 
     # server paths in library messages (collections' folders, staged uploads) are not shown

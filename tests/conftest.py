@@ -10,7 +10,9 @@ import importlib
 import importlib.util
 import inspect
 import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageOps
@@ -25,7 +27,7 @@ def skimage_data() -> Path:
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("scikit-image (a test dependency: pip install -e '.[test]') ships the test photographs")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def module_doc(name: str) -> str:
@@ -73,6 +75,19 @@ def home(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) -> P
     assert len(report.added) == len(REF_IMAGES) + len(REF_TEXT_MODULES), report.failed
     det.close()
     return home
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by Selenium (see tests/browser.py): skips when it is missing,
+    fails instead under FACTOR4_REQUIRE_BROWSER=1."""
+    from tests.browser import chromium
+
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 def jpeg_bytes(img: Image.Image, quality: int = 85) -> bytes:

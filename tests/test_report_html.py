@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import io
-import json
-import os
 import re
-import shutil
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -28,6 +24,7 @@ from PIL import Image
 from detector import config
 from detector.report_html import SKIPPED_SHOWN, render_html
 
+from .browser import rect, requested_urls
 from .conftest import module_doc, skimage_data
 
 HOSTILE = "<script>alert(1)</script> \"double\" 'single' & <b>bold</b>"
@@ -295,56 +292,6 @@ def test_degenerate_inputs() -> None:
 
 # -- headless Chromium ------------------------------------------------------------------------
 
-INSTALL_HINT = ("run ./scripts/setup.sh --test (installs Debian's chromium and chromium-driver, "
-                "and selenium into .venv)")
-
-
-def _find(*candidates: str) -> str | None:
-    for c in candidates:
-        path = Path(c) if c.startswith("/") else None
-        if path is not None and path.is_file():
-            return str(path)
-        found = shutil.which(c) if path is None else None
-        if found:
-            return found
-    return None
-
-
-def _no_browser(reason: str) -> None:
-    """Skip, except where a browser is required (CI sets FACTOR4_REQUIRE_BROWSER=1): there a
-    missing browser is a failure, so the browser tests cannot pass by not running."""
-    if os.environ.get("FACTOR4_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (FACTOR4_REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    if importlib.util.find_spec("selenium") is None:
-        _no_browser(f"selenium is not installed: {INSTALL_HINT}")
-    chromium = _find("/usr/bin/chromium", "chromium", "chromium-browser")
-    driver_path = _find("/usr/bin/chromedriver", "chromedriver")
-    if not chromium or not driver_path:
-        _no_browser(f"Chromium and chromedriver are needed for the browser tests: {INSTALL_HINT}")
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--window-size=1280,1600"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    except WebDriverException as exc:
-        _no_browser(f"Chromium did not start ({exc.msg}): {INSTALL_HINT}")
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
 
 def _open(driver: Any, path: Path) -> None:
     driver.get_log("performance")  # drop what earlier pages logged
@@ -353,25 +300,8 @@ def _open(driver: Any, path: Path) -> None:
     driver.execute_script("return document.readyState")
 
 
-def _requests(driver: Any) -> list[str]:
-    """URLs the page requested, from Chromium's network events."""
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
-def _rect(driver: Any, element: Any) -> dict[str, float]:
-    return driver.execute_script(
-        "const r = arguments[0].getBoundingClientRect();"
-        "return {left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height};",
-        element)
-
-
 def _assert_self_contained(driver: Any, page_url: str) -> None:
-    requested = _requests(driver)
+    requested = requested_urls(driver)
     assert page_url in requested, f"the network log did not record the page itself: {requested}"
     outside = [u for u in requested if u != page_url and not u.startswith("data:")]
     assert not outside, f"the page requested {outside}"
@@ -418,7 +348,7 @@ def test_report_renders_in_chromium(browser: Any, tmp_path: Path) -> None:
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
     out_img = first.find_element(By.CSS_SELECTOR, "figure.output img")
     region = first.find_element(By.CSS_SELECTOR, "figure.output .region")
-    r, o = _rect(browser, region), _rect(browser, out_img)
+    r, o = rect(browser, region), rect(browser, out_img)
     assert r["width"] > 0 and r["height"] > 0
     assert o["left"] - 1 <= r["left"] and r["right"] <= o["right"] + 1
     assert o["top"] - 1 <= r["top"] and r["bottom"] <= o["bottom"] + 1
@@ -451,7 +381,7 @@ def test_report_renders_in_chromium(browser: Any, tmp_path: Path) -> None:
     hists = browser.find_elements(By.CSS_SELECTOR, "#plots svg")
     assert len(hists) == 2
     for svg in hists:
-        assert _rect(browser, svg)["width"] > 200
+        assert rect(browser, svg)["width"] > 200
         assert svg.find_elements(By.CSS_SELECTOR, "line.thr-copy") and svg.find_elements(By.CSS_SELECTOR, "path.null")
     skipped = browser.find_element(By.ID, "skipped").text
     assert "outputs/0005.png: file not found" in skipped
