@@ -15,7 +15,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def code_blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.DOTALL)
 
 
 def test_readme_opens_with_the_two_commands_ci_runs() -> None:
@@ -39,8 +39,39 @@ def test_readme_python_example_runs(tmp_path: Path, corpus: dict, monkeypatch: p
     edited_copy(tmp_path / "works" / "chelsea.png", tmp_path / "out1.png")
     words = module_doc("json").split()
     (tmp_path / "story.txt").write_text(" ".join(words[20:140]))
-    exec(compile(example, "README.md", "exec"), {})
+    exec(compile(example, "README.md", "exec"), {})  # noqa: S102 - the README example, run as written
     out = capsys.readouterr().out
     assert "3 added; []" in out
     assert re.search(r"out1\.png copy \('Chelsea the cat'", out)
     assert re.search(r"story\.txt copy \('json'", out)
+
+
+def _curl_calls() -> set[tuple[str, str]]:
+    """(method, path) of every curl command in the README's shell blocks."""
+    calls = set()
+    for block in code_blocks("sh"):
+        for command in block.replace("\\\n", " ").splitlines():
+            if not command.strip().startswith("curl "):
+                continue
+            url = re.search(r"(?:\$S|localhost:\d+)(/[^\s\"'?]*)", command)
+            if url is None:
+                continue
+            method = re.search(r"-X (\w+)", command)
+            posts = re.search(r"\s(?:-d|-F)\s", command)
+            calls.add((method.group(1) if method else "POST" if posts else "GET", url.group(1)))
+    return calls
+
+
+def test_readme_has_a_curl_example_for_every_endpoint() -> None:
+    from service.main import create_app
+
+    calls = _curl_calls()
+    paths = create_app().openapi()["paths"]
+    assert len(paths) >= 15
+    missing = []
+    for path, operations in paths.items():
+        pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
+        for method in operations:
+            if not any(m == method.upper() and pattern.match(p) for m, p in calls):
+                missing.append(f"{method.upper()} {path}")
+    assert not missing, f"README has no curl example for: {', '.join(sorted(missing))}"
