@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.access import CollectionRef, Detectors, own
 from service.errors import ServiceError, unauthorized
@@ -76,3 +79,23 @@ def get_own_collection(name: str, principal: PrincipalDep, detectors: DetectorsD
 
 
 OwnCollectionDep = Annotated[CollectionRef, Depends(get_own_collection)]
+
+
+def json_body(model: type[BaseModel]) -> Callable[..., Awaitable[BaseModel]]:
+    """A dependency giving the JSON body as *model*, read only once the key is accepted: FastAPI
+    reads and parses a body declared as a parameter before any dependency runs, so a request
+    without a key could make the service parse up to max_request_bytes of JSON. Document the
+    body with `openapi_extra=json_body_doc(model)`."""
+
+    async def parse(request: Request, _: PrincipalDep) -> BaseModel:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+
+    return parse
+
+
+def json_body_doc(model: type[BaseModel]) -> dict:
+    """OpenAPI for a `json_body(model)` request body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}

@@ -67,8 +67,14 @@ def test_scans_while_works_are_added(tmp_path: Path, monkeypatch: pytest.MonkeyP
         done = threading.Event()
 
         def writer() -> None:
+            # each upload waits for a scan to finish after the previous one (at most 60 s), so
+            # scans and uploads interleave however slow the machine is
             try:
-                for mod in mods[2:]:
+                for mod in mods[2:12]:
+                    seen = len(scans)
+                    deadline = time.monotonic() + 60
+                    while len(scans) == seen and time.monotonic() < deadline and not errors:
+                        time.sleep(0.05)
                     upload(mod)
             finally:
                 done.set()
@@ -103,7 +109,7 @@ def test_scans_while_works_are_added(tmp_path: Path, monkeypatch: pytest.MonkeyP
             t.join(300)
         assert not any(t.is_alive() for t in threads), "the clients did not finish in 300 s"
         assert not errors, errors[:5]
-        assert len(scans) >= 4 and len(listings) >= 10, (len(scans), len(listings))
+        assert len(scans) >= 10 and len(listings) >= 10, (len(scans), len(listings))
 
         final = {w["id"]: w for w in client.get("/collections/docs/works", headers=a).json()}
         by_mod = {mod: wid for mod, (wid, _) in acked.items()}
@@ -119,7 +125,7 @@ def test_scans_while_works_are_added(tmp_path: Path, monkeypatch: pytest.MonkeyP
                 assert best is not None and best["work"]["id"] == by_mod[mod] and best["verdict"] == "copy", \
                     (mod, result["matches"][:1])
                 checked += 1
-        assert checked >= 4, checked
+        assert checked >= 10, checked
         for t0, t1, works in listings:
             ids = {w["id"] for w in works}
             before = {wid for wid, at in acked.values() if at < t0}

@@ -25,13 +25,14 @@ from service.schemas import BatchOut, ErrorOut
 from service.settings import Settings
 from service.uploads import read_upload
 
-router = APIRouter(tags=["batches"], responses={401: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+router = APIRouter(tags=["batches"], responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut},
+                                                 429: {"model": ErrorOut}})
 
 _SUBMIT_DOC = {
     "status_code": 202,
     "response_model": BatchOut,
-    "responses": {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut},
-                  422: {"model": ErrorOut}},
+    "responses": {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut},
+                  415: {"model": ErrorOut}},
     "openapi_extra": {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object",
         "properties": {

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 
 from detector import config
 from indexes import Manifest
 from service.access import CollectionRef
-from service.deps import DetectorsDep, OwnCollectionDep, PrincipalDep, TenancyDep
+from service.deps import DetectorsDep, OwnCollectionDep, PrincipalDep, TenancyDep, json_body, json_body_doc
 from service.schemas import CollectionCreate, CollectionOut, CollectionPatch, ErrorOut
 
 router = APIRouter(prefix="/collections", tags=["collections"],
-                   responses={401: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+                   responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut}})
 
 
 def _out(manifest: Manifest, owner: str, tenant: str, public: bool) -> CollectionOut:
@@ -30,9 +32,10 @@ def _describe(ref: CollectionRef, tenant: str, tenancy: TenancyDep) -> Collectio
     return _out(ref.det.manifest(ref.name), ref.owner, tenant, tenancy.is_public(ref.owner, ref.name))
 
 
-@router.post("", status_code=201, response_model=CollectionOut, responses={409: {"model": ErrorOut}})
-async def create(body: CollectionCreate, principal: PrincipalDep, detectors: DetectorsDep,
-                 tenancy: TenancyDep) -> CollectionOut:
+@router.post("", status_code=201, response_model=CollectionOut, responses={409: {"model": ErrorOut}},
+             openapi_extra=json_body_doc(CollectionCreate))
+async def create(body: Annotated[CollectionCreate, Depends(json_body(CollectionCreate))], principal: PrincipalDep,
+                 detectors: DetectorsDep, tenancy: TenancyDep) -> CollectionOut:
     """Create an empty collection (409 `collection_exists` if you have one of that name)."""
     det = detectors.get(principal.tenant)
     encoders = body.encoders or list(config.DEFAULT_ENCODERS)
@@ -62,9 +65,10 @@ def get_collection(coll: OwnCollectionDep, principal: PrincipalDep, tenancy: Ten
     return _describe(coll, principal.tenant, tenancy)
 
 
-@router.patch("/{name}", response_model=CollectionOut, responses={404: {"model": ErrorOut}})
-def patch_collection(body: CollectionPatch, coll: OwnCollectionDep, principal: PrincipalDep,
-                     tenancy: TenancyDep) -> CollectionOut:
+@router.patch("/{name}", response_model=CollectionOut, responses={404: {"model": ErrorOut}},
+              openapi_extra=json_body_doc(CollectionPatch))
+def patch_collection(coll: OwnCollectionDep, body: Annotated[CollectionPatch, Depends(json_body(CollectionPatch))],
+                     principal: PrincipalDep, tenancy: TenancyDep) -> CollectionOut:
     """Mark your collection public-readable (any tenant may scan it) or private again."""
     tenancy.set_public(coll.owner, coll.name, body.public)
     return _describe(coll, principal.tenant, tenancy)

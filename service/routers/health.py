@@ -31,7 +31,7 @@ def health() -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.get("/version", response_model=VersionOut, responses={401: {"model": ErrorOut}})
+@router.get("/version", response_model=VersionOut, responses={401: {"model": ErrorOut}, 429: {"model": ErrorOut}})
 def version(_: PrincipalDep) -> VersionOut:
     return VersionOut(factor4=__version__, python=platform.python_version(),
                       packages={name: _version(name) for name in PACKAGES})

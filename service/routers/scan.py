@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector.works import text_item
 from service.access import CollectionRef, public
@@ -24,8 +25,9 @@ router = APIRouter(tags=["scan"])
 
 _SCAN_DOC = {
     "response_model": ScanOut,
-    "responses": {401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut},
-               422: {"model": ErrorOut}, 429: {"model": ErrorOut}},
+    "responses": {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut},
+                  413: {"model": ErrorOut}, 415: {"model": ErrorOut}, 422: {"model": ErrorOut},
+                  429: {"model": ErrorOut}},
     "openapi_extra": {
         "requestBody": {
             "content": {
@@ -44,7 +46,10 @@ _SCAN_DOC = {
 async def _scan(request: Request, coll: CollectionRef, settings: Settings, home: Path) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=1)
+        try:
+            form = await request.form(max_files=1)
+        except StarletteHTTPException as exc:  # a malformed body, or more than one file
+            raise ServiceError(400, "bad_multipart", str(exc.detail)) from exc
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise ServiceError(422, "invalid_request", "send the output as a multipart field named 'file'")

@@ -24,7 +24,8 @@ from service.uploads import META_FIELDS, check_pixels, read_upload, scrub, stagi
 WORKS_PAGE, WORKS_PAGE_MAX = 100, 1000
 
 router = APIRouter(prefix="/collections/{name}/works", tags=["works"],
-                   responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+                   responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut},
+                              429: {"model": ErrorOut}})
 
 _UPLOAD_SCHEMA = {
     "type": "object",
@@ -71,7 +72,7 @@ def _parse_meta(form: FormData, uploads: list[UploadFile]) -> dict[str, dict]:
 
 
 @router.post("", status_code=201, response_model=AddReportOut,
-             responses={413: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+             responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
              openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": _UPLOAD_SCHEMA}},
                                             "required": True}})
 async def add_works(request: Request, coll: OwnCollectionDep, settings: SettingsDep, home: HomeDep) -> dict:
