@@ -212,6 +212,56 @@ class _Lock:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class _Rows:
+    """The rows of one statement, read to the end (what `_SharedConnection.execute` returns)."""
+
+    def __init__(self, rows: list[Any], lastrowid: int | None) -> None:
+        self._rows = rows
+        self._next = 0
+        self.lastrowid = lastrowid
+
+    def fetchone(self) -> Any:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest = self._rows[self._next :]
+        self._next = len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class _SharedConnection:
+    """A sqlite3 connection that several threads may use at once: each statement runs and is
+    read to the end under a lock (Python's sqlite3 connections are not safe for concurrent
+    statements). Many threads read one snapshot of a collection this way."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._lock = threading.RLock()
+
+    def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> _Rows:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            return _Rows(cur.fetchall(), cur.lastrowid)
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        with self._lock:
+            self._db.executemany(sql, rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
 class Collection:
     """A named set of reference works with one FAISS index (or posting table) per channel.
 
@@ -224,7 +274,7 @@ class Collection:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
+        self._db: _SharedConnection | None = None
         self._indexes: dict[str, Any] = {}
         #: the loaded indexes by file name, replaced whole (never changed in place), so another
         #: object may borrow from it at any moment (see `open`'s *share*)
@@ -314,7 +364,7 @@ class Collection:
             db.close()
             raise StorageError(f"catalog {self.path / 'catalog.sqlite'} is not a SQLite database: {exc}") from exc
         db.row_factory = sqlite3.Row
-        self._db = db
+        self._db = _SharedConnection(db)
 
     def _meta(self) -> dict[str, str]:
         try:
@@ -426,7 +476,7 @@ class Collection:
         self.close()
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> _SharedConnection:
         if self._db is None:
             raise CollectionError(f"collection {self.path.name!r} is closed")
         return self._db
