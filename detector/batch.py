@@ -206,7 +206,7 @@ def _done_lines(results: Path) -> set[int]:
     return done
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Give freed heap memory back to the system (glibc's `malloc_trim`). Text scans free many
     mid-sized buffers that glibc otherwise keeps: RSS rose by ~300 MiB over 2,000 text outputs
     without this, and stays flat with it (scripts/bench_batch.py). A no-op elsewhere."""
@@ -322,6 +322,6 @@ def run_batch(det: Any, collection: str, records: Iterator[OutputRecord | Skippe
             res.flush()
             bar.update(1)
             if (scanned + skipped) % config.BATCH_TRIM_EVERY == 0:
-                _trim_heap()
+                trim_heap()
     log.info("batch %s: %d scanned, %d skipped, %d done before", out, scanned, skipped, len(done))
     return BatchRun(out, scanned, skipped, len(done))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import io
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,16 @@ class ImageQuery:
     rows: dict[str, np.ndarray]
     boxes: tuple[Box, ...]
     quality: int | None
+
+
+@functools.cache
+def _helper_threads() -> ThreadPoolExecutor:
+    """Threads for the small per-scan work that can run beside a model (shared by all scans)."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="factor4-scan")
+
+
+# a forked child has none of its parent's threads: it starts its own pool
+os.register_at_fork(after_in_child=_helper_threads.cache_clear)
 
 
 @functools.lru_cache(maxsize=64)
@@ -218,6 +230,10 @@ class BoundChannels:
         rows: dict[str, np.ndarray] = {}
         boxes: list[Box] = [Box(0, 0, image.width, image.height)]
         quality = None
+        # PDQ hashes on another thread while the model runs (its threads leave a core idle part
+        # of the time); the image is only read by both
+        image.load()
+        pdq = _helper_threads().submit(pdq_dihedral, image) if self.has("pdq") else None
         for ch in self.of("image"):
             if ch.kind == "float" and ch.covers == "all":
                 enc = self.encoders[ch.name]
@@ -228,10 +244,10 @@ class BoundChannels:
                 boxes += _query_boxes(grid[0], grid[1], image.width, image.height) if regions else []
             elif ch.kind == "float":
                 rows[ch.name] = self.encoders[ch.name].encode([image])
-            elif ch.name == "pdq":
-                hashes = pdq_dihedral(image)
-                quality = hashes[0].quality
-                rows[ch.name] = np.stack([h.to_array() for h in hashes])
+        if pdq is not None:
+            hashes = pdq.result()
+            quality = hashes[0].quality
+            rows["pdq"] = np.stack([h.to_array() for h in hashes])
         return ImageQuery(rows, tuple(boxes), quality)
 
     # -- texts -----------------------------------------------------------------------------

@@ -119,11 +119,18 @@ PARTIAL_AREA = 0.8
 REGION_MARGIN = 0.05
 #: An output that matches a work as a whole may be a crop of it: for this many of the strongest
 #: matches (unless PDQ already says the output is the whole picture) the work's thumbnail is
-#: encoded (one more SSCD forward pass, ~15 ms) to find the part of the work it shows.
+#: encoded (one more SSCD forward pass, about 0.3 of the output's at LOCATE_SIZE) to find the part
+#: of the work it shows.
 LOCATE_MATCHES = 1
-#: ... at this input size (a 5 x 5 grid, so the part is found to a fifth of each side; about half
-#: the cost of a forward pass at SSCD_SIZE).
-LOCATE_SIZE = 160
+#: ... at this input size: a 5 x 5 grid (from 129 to 160 pixels), so the part is found to a fifth
+#: of each side. On the benchmark's 120 crops (scripts/bench_image.py data) 144 located 26, mean
+#: IoU with the true crop 0.66, where 160 located 24 (0.62) at 1.2x the cost; 136 also named
+#: parts of whole copies, and 128 (a 4 x 4 grid) located 17.
+LOCATE_SIZE = 144
+#: ... and not when the output's raw SSCD cosine with the whole work is at least this: it shows
+#: (nearly) all of the work. On the benchmark's data no crop was located above 0.85, and this
+#: spares the pass for most edited whole copies (text, emoji, borders, colour changes).
+LOCATE_MAX_SSCD = 0.9
 #: The reported output region is the largest window whose cosine with the work is within this
 #: of the best window's (the best alone is often a part of the copied area; measured on
 #: composites, mean IoU with the pasted area 0.74 against 0.56 for the best window alone).
@@ -190,7 +197,7 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
 REPORT_WORKS_SHOWN = 50
 #: Skipped inputs listed in report.json (its summary counts them all).
 REPORT_SKIPPED_KEPT = 10_000
-#: A batch hands freed heap memory back to the system every this many outputs (see batch._trim_heap).
+#: A batch hands freed heap memory back to the system every this many outputs (see batch.trim_heap).
 BATCH_TRIM_EVERY = 50
 
 # --- calibration ---------------------------------------------------------------------------

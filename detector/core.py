@@ -356,7 +356,7 @@ class Detector:
         if isinstance(item, ImageItem):
             found = scan_image(coll, bound, item.image, exclude, locate=config.LOCATE_MATCHES if top is None
                                else min(top, config.LOCATE_MATCHES))
-            ranked = sorted(((scoring.combine(ev.signals, ev.ignore), wid) for wid, ev in found.items()),
+            ranked = sorted(((ev.score, wid) for wid, ev in found.items()),
                             key=lambda p: (-p[0], p[1]))
             for score, wid in ranked[:top]:
                 ev, rec = found[wid], coll.work(wid)

@@ -16,6 +16,8 @@ For each image channel the output's query rows are searched (`BoundChannels.imag
 
 from __future__ import annotations
 
+import functools
+import heapq
 import io
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -48,6 +50,12 @@ class ImageEvidence:
     #: The output's area in pixels.
     output_area: int
 
+    @functools.cached_property
+    def score(self) -> float:
+        """The match score (`scoring.combine` of the signals that count), computed once: scans
+        rank every work they found by it."""
+        return scoring.combine(self.signals, self.ignore)
+
     def transform(self, score: float) -> Transform | None:
         """How the output relates to the work, or None if the match is not evidence of copying."""
         if score < config.SIMILAR_SCORE:
@@ -76,7 +84,9 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
                locate: int = 0) -> dict[str, ImageEvidence]:
     """Evidence per work that the output *image* matches (works in *exclude* left out, as if
     they were not in the collection). For the *locate* strongest matches that the whole output
-    matches, `locate_in_work` looks for the part of the work the output may be a crop of."""
+    matches (unless PDQ calls it near-exact, or its raw SSCD cosine with the work, at least
+    `config.LOCATE_MAX_SSCD`, says it shows nearly all of it), `locate_in_work` looks for the
+    part of the work the output may be a crop of."""
     query = query or bound.image_queries(image)
     full = Box(0, 0, image.width, image.height)
     signals: dict[str, dict[str, float]] = defaultdict(dict)
@@ -105,19 +115,21 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     flat = query.quality is not None and query.quality < PDQ_MIN_QUALITY
     ignore = frozenset({"pdq_distance"}) if flat else frozenset()
     out = {}
+    # the raw cosine is reported; where a normalised one exists it is the one that counts
+    normalised, area = ignore | {"sscd"}, full.area
     for wid, sig in signals.items():
-        # the raw cosine is reported; where a normalised one exists it is the one that counts
-        skip = ignore | {"sscd"} if sig.get("sscd_normalised") is not None else ignore
-        out[wid] = ImageEvidence({n: sig.get(n) for n in names}, skip, region_of.get(wid, full),
-                                 work_region_of.get(wid), full.area)
+        out[wid] = ImageEvidence({n: sig.get(n) for n in names},
+                                 normalised if sig.get("sscd_normalised") is not None else ignore,
+                                 region_of.get(wid, full), work_region_of.get(wid), area)
     region = bound.region_channel()
     if locate and region is not None:
-        ranked = sorted(out, key=lambda w: -scoring.combine(out[w].signals, out[w].ignore))
-        for wid in ranked[:locate]:
-            ev = out[wid]
-            score = scoring.combine(ev.signals, ev.ignore)
+        # the strongest matches, in the order scans report them (score, then work id)
+        scored = [(-ev.score, wid) for wid, ev in out.items()]
+        for neg, wid in heapq.nsmallest(locate, scored):
+            ev, score = out[wid], -neg
+            whole = ev.signals.get(region.name)
             if ev.region == full and ev.work_region is None and score >= config.SIMILAR_SCORE and \
-                    ev.transform(score) != "near-exact":
+                    (whole is None or whole < config.LOCATE_MAX_SSCD) and ev.transform(score) != "near-exact":
                 box = locate_in_work(coll, bound, wid, query.rows[region.name][0])
                 if box is not None:
                     out[wid] = replace(ev, work_region=box)
@@ -155,7 +167,8 @@ class _Hits:
     deleted segments dropped."""
 
     def __init__(self, scores: np.ndarray, ids: np.ndarray, segs: dict, exclude: frozenset[str]) -> None:
-        self.works = sorted({seg.work_id for seg in segs.values()} - exclude)
+        owners = {seg.work_id for seg in segs.values()}
+        self.works = sorted(owners - exclude)
         index = {w: i for i, w in enumerate(self.works)}
         known = np.asarray(sorted(segs), dtype=np.int64)
         known_work = np.asarray([index.get(segs[i].work_id, -1) for i in known.tolist()], dtype=np.int64)
@@ -169,9 +182,13 @@ class _Hits:
         keep = work >= 0
         row, work, ordinal, score = row[keep], work[keep], ordinal[keep], scores.ravel()[keep]
         self.all_row, self.all_work, self.all_ordinal, self.all_score = row, work, ordinal, score
-        # first (best) hit of each work in each row: rows are in rank order
-        _, first = np.unique(row * max(1, len(self.works)) + work, return_index=True)
-        first.sort()
+        # first (best) hit of each work in each row: rows are in rank order (and never name a
+        # segment twice, so where each work has one segment every hit is the first)
+        if len(owners) == len(segs):
+            first = np.arange(len(row))
+        else:
+            _, first = np.unique(row * max(1, len(self.works)) + work, return_index=True)
+            first.sort()
         self.row, self.work, self.score, self.ordinal = row[first], work[first], score[first], ordinal[first]
 
 
@@ -207,24 +224,37 @@ def _regional(coll: Collection, hits: _Hits, boxes: tuple[Box, ...], full: Box, 
     background = np.full(nrows, np.nan)
     background[usable] = hits.score[starts[usable] + rank[usable]]
     norm = hits.score - background[hits.row]
-    ok = ~np.isnan(norm)
-    for w in np.unique(hits.work[ok]).tolist():
-        mine = ok & (hits.work == w)
+    ok = np.flatnonzero(~np.isnan(norm))
+    if not len(ok):
+        return
+    # the usable hits grouped by work (stable: each group keeps rank order, rows ascending;
+    # a stable sort of 16-bit keys is a radix sort, 20x faster than of 64-bit ones)
+    keys = hits.work[ok]
+    at = ok[np.argsort(keys.astype(np.int16) if len(hits.works) <= 2**15 else keys, kind="stable")]
+    work, row, score = hits.work[at], hits.row[at], hits.score[at]
+    first = np.flatnonzero(np.concatenate([[True], work[1:] != work[:-1]]))
+    group = np.cumsum(np.concatenate([[False], work[1:] != work[:-1]]))
+    best_norm = np.maximum.reduceat(norm[at], first)
+    # where: the part of the output that looks most like the work (raw cosine), if it
+    # clearly beats the whole output; then the largest window nearly as good, which covers
+    # the copied part better than the single best (smaller) window
+    raw = np.where(row > 0, score, -np.inf)
+    best_raw = np.maximum.reduceat(raw, first)
+    whole = np.asarray([signals[hits.works[w]].get(key, -1.0) if hits.works[w] in signals else -1.0
+                        for w in work[first].tolist()])
+    located = np.isfinite(best_raw) & (best_raw >= whole + config.REGION_MARGIN)
+    near_area = np.where(raw >= best_raw[group] - config.REGION_TOLERANCE, areas[row], -1)
+    widest = np.maximum.reduceat(near_area, first)
+    # first (lowest row) of each group's widest near window
+    pick = np.flatnonzero(near_area == widest[group])
+    pick = pick[np.concatenate([[True], group[pick][1:] != group[pick][:-1]])]
+    for w, value, is_located, r in zip(work[first].tolist(), best_norm.tolist(), located.tolist(),
+                                       row[pick].tolist(), strict=True):
         wid = hits.works[w]
-        signals[wid]["sscd_normalised"] = float(norm[mine].max())
-        # where: the part of the output that looks most like the work (raw cosine), if it
-        # clearly beats the whole output; then the largest window nearly as good, which covers
-        # the copied part better than the single best (smaller) window
-        parts = mine & (hits.row > 0)
-        if not parts.any():
-            continue
-        raw = np.where(parts, hits.score, -np.inf)
-        best = float(raw.max())
-        if best < signals[wid].get(key, -1.0) + config.REGION_MARGIN:
-            continue
-        near = np.flatnonzero(raw >= best - config.REGION_TOLERANCE)
-        region_of[wid] = boxes[int(hits.row[near[np.argmax(areas[hits.row[near]])]])]
-        work_region_of.pop(wid, None)
+        signals[wid]["sscd_normalised"] = value
+        if is_located:
+            region_of[wid] = boxes[r]
+            work_region_of.pop(wid, None)
 
 
 def _segment_box(coll: Collection, work_id: str, ordinal: int) -> Box | None:

@@ -54,24 +54,26 @@ def evidence(signal: str, value: float | None) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return 0.0
     floor, similar, copy, ceiling = config.SIGNAL_THRESHOLDS[signal]
-    xs = [floor, similar, copy, ceiling]
-    ys = [0.0, config.SIMILAR_SCORE, config.COPY_SCORE, 1.0]
     if floor > ceiling:  # a distance: smaller is stronger
-        xs = [-x for x in xs]
-        value = -value
-    if value <= xs[0]:
+        floor, similar, copy, ceiling, value = -floor, -similar, -copy, -ceiling, -value
+    # piecewise-linear through (floor, 0), (similar, SIMILAR_SCORE), (copy, COPY_SCORE), (ceiling, 1)
+    if value <= floor:
         out = 0.0
-    elif value >= xs[-1]:
+    elif value >= ceiling:
         out = 1.0
+    elif value <= similar:
+        out = _between(value, floor, similar, 0.0, config.SIMILAR_SCORE)
+    elif value <= copy:
+        out = _between(value, similar, copy, config.SIMILAR_SCORE, config.COPY_SCORE)
     else:
-        out = 0.0
-        for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False):
-            if x0 <= value <= x1:
-                out = y0 + (y1 - y0) * (value - x0) / (x1 - x0) if x1 > x0 else y1
-                break
+        out = _between(value, copy, ceiling, config.COPY_SCORE, 1.0)
     if signal in NEVER_COPY:
         out = min(out, config.COPY_SCORE - 0.01)
     return out
+
+
+def _between(value: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    return y0 + (y1 - y0) * (value - x0) / (x1 - x0) if x1 > x0 else y1
 
 
 def combine(signals: Mapping[str, float | None], ignore: frozenset[str] = frozenset()) -> float:

@@ -3,6 +3,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
 
 class ServiceError(Exception):
     """An HTTP error with a stable code, a message saying what to fix, and optional headers."""
@@ -26,3 +33,37 @@ def not_found(name: str) -> ServiceError:
     """The same answer for a missing collection and another tenant's private one."""
     return ServiceError(404, "collection_not_found",
                         f"no collection named {name!r}; list yours with GET /collections")
+
+
+class InternalErrors:
+    """Answer an unexpected exception with a JSON 500 `internal_error` (logged with its
+    traceback) instead of letting it reach the server, which would also drop the client's
+    kept-alive connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            body = json.dumps({"error": "internal_error",
+                               "message": "an internal error; the service's log has the details"}).encode()
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})

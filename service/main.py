@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector import __version__, config
+from detector.batch import trim_heap
 from detector.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -23,12 +26,15 @@ from detector.errors import (
     StorageError,
 )
 from service.access import Detectors
-from service.errors import ServiceError
+from service.errors import InternalErrors, ServiceError
 from service.jobs import Jobs
 from service.limits import BodyLimit, RateLimiter
 from service.routers import batches, collections, health, scan, web, works
 from service.settings import Settings
 from service.tenancy import KeyNotFound, Tenancy
+from service.uploads import remove_stale_staging
+
+log = logging.getLogger(__name__)
 
 #: Library errors -> (HTTP status, stable error code). Anything else a Factor4Error is 400.
 ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
@@ -41,6 +47,12 @@ ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
     (KeyNotFound, 404, "key_not_found"),
     (Factor4Error, 400, "bad_request"),
 ]
+
+
+async def _trim_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await run_in_threadpool(trim_heap)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -57,9 +69,15 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.tenancy = Tenancy(root)
         app.state.detectors = Detectors(root)
+        stale = remove_stale_staging(root)
+        if stale:
+            log.info("removed %d staging folders of uploads a stopped server had in flight", stale)
         app.state.jobs = Jobs(root, app.state.detectors)
         app.state.jobs.start()
+        trimmer = asyncio.create_task(_trim_every(settings.trim_seconds)) if settings.trim_seconds else None
         yield
+        if trimmer is not None:
+            trimmer.cancel()
         await run_in_threadpool(app.state.jobs.close)
         app.state.detectors.close()
 
@@ -69,6 +87,7 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     app.state.settings = settings
     app.state.home = root
     app.state.rate_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+    app.add_middleware(InternalErrors)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     for module in (health, collections, works, scan, batches, web):
         app.include_router(module.router)

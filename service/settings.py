@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     max_files_per_upload: int = Field(100, gt=0)
     #: Most outputs (files and manifest lines) in one batch scan (422 batch_too_large).
     max_batch_outputs: int = Field(1_000, gt=0)
+    #: Every this many seconds freed heap memory is handed back to the system (glibc's
+    #: malloc_trim; scans free many mid-sized buffers glibc would otherwise keep). 0 = never.
+    trim_seconds: float = Field(30.0, ge=0)
     #: Requests per second per API key, sustained, and the burst allowed (429 rate_limited).
     rate_per_second: float = Field(10.0, gt=0)
     rate_burst: int = Field(20, gt=0)

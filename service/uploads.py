@@ -119,11 +119,38 @@ def uploads_root(home: Path) -> Path:
 def staging(home: Path) -> Iterator[Staging]:
     root = uploads_root(home)
     root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="batch-", dir=root))
+    folder = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-", dir=root))
     try:
         yield Staging(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_staging(home: Path) -> int:
+    """Remove the staging folders of processes that no longer run (the uploads a killed server
+    had in flight: none of them was acknowledged, and nothing stored refers to them); folders
+    of running servers sharing *home* are kept. Returns how many were removed."""
+    root = uploads_root(home)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in root.iterdir():
+        m = re.fullmatch(r"staging-(\d+)-.*", folder.name)
+        if m is not None and _running(int(m.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)  # a dead server's, or an older version's
+        removed += 1
+    return removed
 
 
 def scrub(value: Any, home: Path) -> Any:

@@ -74,6 +74,26 @@ def test_pooling_the_whole_map_gives_the_models_own_descriptor() -> None:
     assert float(part @ left_top) > float(part @ right_bottom) + 0.1
 
 
+def test_region_pooling_matches_gem_computed_directly() -> None:
+    """`GemHead.pool` (run by ONNX Runtime) gives, for any window, what GeM pooling of those
+    cells, the projection and L2 normalisation give computed here in float64."""
+    enc = load_encoder("sscd")
+    head = enc.head
+    _, maps = enc.encode_maps([_load("chelsea.png")])
+    fmap = maps[0].astype(np.float64)
+    rows, cols = fmap.shape[1:]
+    windows = [(0, 0, 1, 1), (2, 3, 4, 6), (cols - 3, rows - 2, 3, 2), (0, 0, cols, rows), *query_windows(rows, cols)[::37]]
+    pooled = head.pool(maps[0], windows)
+    assert pooled.shape == (len(windows), enc.dim) and pooled.dtype == np.float32
+    for (x, y, w, h), got in zip(windows, pooled, strict=True):
+        cells = np.maximum(fmap[:, y : y + h, x : x + w], head.eps) ** head.p
+        vec = cells.mean(axis=(1, 2)) ** (1 / head.p) @ head.weight.T.astype(np.float64) + head.bias
+        assert np.abs(got - vec / np.linalg.norm(vec)).max() < 1e-5
+    assert head.pool(maps[0], []).shape == (0, enc.dim)
+    with pytest.raises(ValueError, match="not inside"):
+        head.pool(maps[0], [(cols - 1, 0, 2, 1)])
+
+
 def test_region_layouts() -> None:
     corners = ((0, 0, 2 / 3, 2 / 3), (1 / 3, 0, 2 / 3, 2 / 3), (0, 1 / 3, 2 / 3, 2 / 3),
                (1 / 3, 1 / 3, 2 / 3, 2 / 3), (1 / 9, 1 / 9, 7 / 9, 7 / 9), (0, 0, 1, 1))
@@ -149,6 +169,15 @@ def test_crop_of_a_work_is_partial(art: Detector) -> None:
     # found in the work's thumbnail, to SSCD's grid: the top-left part
     assert m.work_region is not None and m.region == Box(0, 0, 420, 280)
     assert m.work_region.left < 70 and m.work_region.top < 50 and _iou(m.work_region, Box(0, 0, 420, 280)) >= 0.5
+
+
+def test_output_showing_nearly_all_of_a_work_is_not_located(art: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a raw SSCD cosine of LOCATE_MAX_SSCD or more the work's thumbnail is not encoded."""
+    crop = _item(_load("coffee.png").crop((0, 0, 420, 280)), "crop.png")
+    sscd = art.scan_item("art", crop).best.signals["sscd"]
+    monkeypatch.setattr(config, "LOCATE_MAX_SSCD", sscd - 0.01)
+    m = art.scan_item("art", crop).best
+    assert m.work.title == "coffee" and m.work_region is None and m.transform == "edited"
 
 
 def test_plain_edits_are_near_exact_or_edited(art: Detector) -> None:
@@ -243,7 +272,7 @@ def test_awkward_outputs_scan(art: Detector, mode: str) -> None:
     elif mode == "cmyk":
         coffee.convert("CMYK").save(buf, "JPEG", quality=90)
     elif mode == "16bit":
-        Image.fromarray((np.asarray(coffee.convert("L")).astype(np.uint16) * 257)).save(buf, "PNG")
+        Image.fromarray(np.asarray(coffee.convert("L")).astype(np.uint16) * 257).save(buf, "PNG")
     elif mode == "alpha":
         rgba = coffee.convert("RGBA")
         rgba.putalpha(200)

@@ -229,3 +229,34 @@ def test_works_are_listed_a_page_at_a_time(client: TestClient, keys: dict[str, s
     for bad in ("limit=0", "limit=1001", "offset=-1", "limit=x"):
         r = client.get(f"/collections/art/works?{bad}", headers=a)
         assert r.status_code == 422 and r.json()["error"] == "invalid_request", bad
+
+
+def test_unexpected_errors_are_json_500_and_the_connection_goes_on(service_home: Path) -> None:
+    app = create_app(settings(service_home))
+
+    @app.get("/boom", include_in_schema=False)
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app) as c:
+        r = c.get("/boom")
+        assert r.status_code == 500 and r.json() == {
+            "error": "internal_error", "message": "an internal error; the service's log has the details"}
+        assert "a bug" not in r.text
+        assert c.get("/health").status_code == 200
+
+
+def test_staging_left_by_a_stopped_server_is_removed_at_start(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    uploads = tmp_path / "uploads"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    for name in (f"staging-{dead}-abc", "batch-old", f"staging-{os.getpid()}-live"):
+        (uploads / name / "0").mkdir(parents=True)
+        (uploads / name / "0" / "cat.png").write_bytes(b"partial")
+    with TestClient(create_app(settings(tmp_path))):
+        left = sorted(p.name for p in uploads.iterdir())
+    assert left == [f"staging-{os.getpid()}-live"]  # a running process's uploads are kept

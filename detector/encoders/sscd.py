@@ -16,6 +16,7 @@ is never changed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,31 +58,103 @@ class GemHead:
 
     def pool(self, fmap: np.ndarray, windows: Sequence[Cells]) -> np.ndarray:
         """Unit-length descriptors (len(windows), dim) of one feature map (C, h, w), each
-        pooled over its window of cells exactly as the graph pools the whole map."""
+        pooled over its window of cells exactly as the graph pools the whole map.
+
+        Runs as a small ONNX Runtime graph (`head_graph`): each window's mean of the clamped,
+        powered cells is one row of a (windows, cells) averaging matrix times the map, then
+        the root, projection and normalisation, all in ONNX Runtime's thread pool. (NumPy's
+        BLAS threads, busy-waiting beside other processes on a small machine, made the
+        projection of 144 regions take longer than the forward pass itself.)"""
         if not windows:
             return np.zeros((0, self.weight.shape[0]), np.float32)
-        powered = np.maximum(fmap.astype(np.float64), self.eps) ** self.p
-        # integral image over the cells (float64: differences of large sums stay exact enough)
-        c, h, w = powered.shape
-        integral = np.zeros((c, h + 1, w + 1))
-        integral[:, 1:, 1:] = powered.cumsum(1).cumsum(2)
-        win = np.asarray(windows, dtype=np.int64)
-        x0, y0, x1, y1 = win[:, 0], win[:, 1], win[:, 0] + win[:, 2], win[:, 1] + win[:, 3]
-        flat = integral.reshape(c, -1)
-        stride = w + 1
-        sums = flat[:, y1 * stride + x1] - flat[:, y0 * stride + x1] - flat[:, y1 * stride + x0] + flat[:, y0 * stride + x0]
-        means = np.maximum(sums.T / (win[:, 2] * win[:, 3])[:, None], self.eps**self.p).astype(np.float32)
-        pooled = np.cbrt(means) if self.p == 3.0 else means ** np.float32(1.0 / self.p)
-        vectors = pooled @ self._weight_t + self.bias
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+        if fmap.ndim != 3 or fmap.shape[0] != self.weight.shape[1]:
+            raise ValueError(f"pool needs one feature map (C={self.weight.shape[1]}, h, w), got {fmap.shape}")
+        _, h, w = fmap.shape
+        cells = window_means(h, w, tuple(windows))
+        (out,) = self._session.run(["regions"], {"fmap": np.ascontiguousarray(fmap, np.float32), "cells": cells})
+        return out
 
     @property
-    def _weight_t(self) -> np.ndarray:
-        cached = self.__dict__.get("_wt")
+    def _session(self) -> Any:
+        cached = self.__dict__.get("_ort")
         if cached is None:
-            cached = np.ascontiguousarray(self.weight.T, dtype=np.float32)
-            object.__setattr__(self, "_wt", cached)
+            import onnxruntime as ort
+
+            cached = ort.InferenceSession(head_graph(self).SerializeToString(), sess_options=session_options(),
+                                          providers=["CPUExecutionProvider"])
+            object.__setattr__(self, "_ort", cached)
         return cached
+
+
+@functools.lru_cache(maxsize=16)
+def window_means(rows: int, cols: int, windows: tuple[Cells, ...]) -> np.ndarray:
+    """(len(windows), rows * cols) float32: row i averages the cells of window i of a
+    rows x cols map (1 / its area on its cells, 0 elsewhere)."""
+    out = np.zeros((len(windows), rows, cols), np.float32)
+    for i, (x, y, w, h) in enumerate(windows):
+        if w < 1 or h < 1 or x < 0 or y < 0 or x + w > cols or y + h > rows:
+            raise ValueError(f"window {(x, y, w, h)} is not inside a {rows} x {cols} map")
+        out[i, y : y + h, x : x + w] = 1.0 / (w * h)
+    out = out.reshape(len(windows), rows * cols)
+    out.flags.writeable = False
+    return out
+
+
+def head_graph(head: GemHead) -> Any:
+    """An ONNX graph of *head* pooled over windows: inputs ``fmap`` (C, h, w) and ``cells``
+    (windows, h * w) from `window_means`, output ``regions`` (windows, dim), unit length."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, value: Any, dtype: Any = np.float32) -> Any:
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    nodes = [
+        helper.make_node("Reshape", ["fmap", "flat_shape"], ["flat"]),  # (C, h * w)
+        helper.make_node("Clip", ["flat", "eps"], ["clamped"]),
+        helper.make_node("Pow", ["clamped", "p"], ["powered"]),
+        helper.make_node("Transpose", ["powered"], ["powered_t"], perm=[1, 0]),  # (h * w, C)
+        helper.make_node("MatMul", ["cells", "powered_t"], ["means"]),  # (windows, C)
+        helper.make_node("Clip", ["means", "eps_p"], ["means_clamped"]),
+        helper.make_node("Pow", ["means_clamped", "inv_p"], ["pooled"]),
+        helper.make_node("Gemm", ["pooled", "weight", "bias"], ["projected"], transB=1),
+        helper.make_node("ReduceL2", ["projected", "last_axis"], ["norms"], keepdims=1),
+        helper.make_node("Max", ["norms", "tiny"], ["safe_norms"]),
+        helper.make_node("Div", ["projected", "safe_norms"], ["regions"]),
+    ]
+    consts = [
+        const("flat_shape", [0, -1], np.int64),
+        const("eps", head.eps),
+        const("p", head.p),
+        const("eps_p", head.eps**head.p),
+        const("inv_p", 1.0 / head.p),
+        const("weight", head.weight),
+        const("bias", head.bias),
+        const("last_axis", [1], np.int64),
+        const("tiny", 1e-12),
+    ]
+    graph = helper.make_graph(
+        nodes, "gem_regions",
+        [helper.make_tensor_value_info("fmap", TensorProto.FLOAT, [head.weight.shape[1], None, None]),
+         helper.make_tensor_value_info("cells", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor_value_info("regions", TensorProto.FLOAT, [None, head.weight.shape[0]])],
+        consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8  # what ONNX Runtime releases of the last years all read
+    return model
+
+
+def session_options() -> Any:
+    """ONNX Runtime options for the SSCD graphs: errors only, and threads that sleep when idle.
+
+    ONNX Runtime's threads spin for a while after each run; on a small machine that starves
+    what follows (FAISS's OpenMP search took 10x longer right after an encode)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def read_gem_head(model_path: Path) -> tuple[bytes, GemHead]:
