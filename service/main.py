@@ -87,8 +87,8 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     app.state.settings = settings
     app.state.home = root
     app.state.rate_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
-    app.add_middleware(InternalErrors)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(InternalErrors)  # outermost of ours: BodyLimit's own refusal passes through it
     for module in (health, collections, works, scan, batches, web):
         app.include_router(module.router)
 
