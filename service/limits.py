@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import math
 import threading
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Ask glibc to use at most *arenas* malloc arenas from now on (as MALLOC_ARENA_MAX does
+    when set before the process starts): each of the service's worker threads could otherwise
+    get one of its own and keep its freed memory there. False where glibc is not the C library."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
+    except (OSError, AttributeError):
+        log.debug("no glibc mallopt here: malloc arenas not limited")
+        return False
 
 
 class _TooLarge(Exception):

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +29,7 @@ from detector.errors import (
 from service.access import Detectors
 from service.errors import InternalErrors, ServiceError
 from service.jobs import Jobs
-from service.limits import BodyLimit, RateLimiter
+from service.limits import BodyLimit, RateLimiter, limit_malloc_arenas
 from service.routers import batches, collections, health, scan, web, works
 from service.settings import Settings
 from service.tenancy import KeyNotFound, Tenancy
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.tenancy = Tenancy(root)
+        if settings.malloc_arenas:
+            limit_malloc_arenas(settings.malloc_arenas)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         app.state.detectors = Detectors(root)
         stale = remove_stale_staging(root)
         if stale:

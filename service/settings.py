@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     #: Every this many seconds freed heap memory is handed back to the system (glibc's
     #: malloc_trim; scans free many mid-sized buffers glibc would otherwise keep). 0 = never.
     trim_seconds: float = Field(30.0, ge=0)
+    #: Threads that run CPU work (scans, uploads) beside the event loop; more than the cores
+    #: only adds memory. And the malloc arenas glibc may use (0 = glibc's default).
+    worker_threads: int = Field(8, gt=0)
+    malloc_arenas: int = Field(2, ge=0)
     #: Requests per second per API key, sustained, and the burst allowed (429 rate_limited).
     rate_per_second: float = Field(10.0, gt=0)
     rate_burst: int = Field(20, gt=0)
