@@ -82,6 +82,7 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_image
 import bench_text_scale
+from bench_batch import env_pair
 
 from detector import config
 from indexes import Store
@@ -596,13 +597,6 @@ def preload(url: str, key: str, works: list[Upload], batch: int) -> list[Call]:
             if not ok:
                 raise SystemExit(f"load_service: preload failed: {r.status_code} {r.text[:500]}")
     return calls
-
-
-def env_pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, value
 
 
 def main(argv: list[str] | None = None) -> int:

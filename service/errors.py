@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.limits import track_start
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +49,12 @@ class InternalErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked, started = track_start(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            if started():
                 raise
             body = json.dumps({"error": "internal_error",
                                "message": "an internal error; the service's log has the details"}).encode()

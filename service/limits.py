@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +26,20 @@ def limit_malloc_arenas(arenas: int) -> bool:
     except (OSError, AttributeError):
         log.debug("no glibc mallopt here: malloc arenas not limited")
         return False
+
+
+def track_start(send: Send) -> tuple[Send, Callable[[], bool]]:
+    """*send* wrapped to note when the response has started, and a function that says so (a
+    middleware may answer an error itself only before that)."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    return tracking_send, lambda: started
 
 
 class _TooLarge(Exception):
@@ -60,7 +75,7 @@ class BodyLimit:
             await self._refuse(send, f"of {int(length)} bytes")
             return
         received = 0
-        started = False
+        send, started = track_start(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -71,16 +86,10 @@ class BodyLimit:
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, send)
         except _TooLarge:
-            if started:
+            if started():
                 raise
             await self._refuse(send, f"of more than {self.max_bytes} bytes")
 
