@@ -244,22 +244,19 @@ class Detector:
     def work(self, name: str, work: str) -> WorkRecord:
         """Work *work* (by id or sha256) of collection *name*; CollectionError if it has none."""
         with self._reading(name) as (coll, _):
-            rec = coll.work_by_sha256(work) if len(work) == 64 else None
-            return rec or coll.work(work)
+            return coll.find_work(work)
 
     def thumbnail(self, name: str, work: str) -> bytes | None:
         """The JPEG stored with image work *work* (by id or sha256) of collection *name*: the
         picture downscaled to at most `config.THUMBNAIL_SIDE` pixels a side. None for a text
         work; CollectionError when the collection has no such work."""
         with self._reading(name) as (coll, _):
-            rec = coll.work_by_sha256(work) if len(work) == 64 else None
-            return coll.thumbnail((rec or coll.work(work)).id)
+            return coll.thumbnail(coll.find_work(work).id)
 
     def remove(self, name: str, work: str) -> WorkRecord:
         """Remove a work (by id or sha256) with all its vectors; returns what was removed."""
         with self._writing(name) as (coll, _, w):
-            rec = coll.work_by_sha256(work) if len(work) == 64 else None
-            rec = rec or coll.work(work)
+            rec = coll.find_work(work)
             w.remove_work(rec.id)
             return rec
 

@@ -275,6 +275,8 @@ class Collection:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._db: _SharedConnection | None = None
+        self._probe: sqlite3.Connection | None = None  # see committed_generation
+        self._probe_lock = threading.Lock()
         self._indexes: dict[str, Any] = {}
         #: the loaded indexes by file name, replaced whole (never changed in place), so another
         #: object may borrow from it at any moment (see `open`'s *share*)
@@ -451,21 +453,27 @@ class Collection:
         return False
 
     def committed_generation(self) -> int:
-        """The generation last committed by anyone, read on a connection of its own: this
-        object's snapshot is not touched (so other threads may be reading it meanwhile)."""
-        db = sqlite3.connect(self.path / "catalog.sqlite", timeout=30)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"catalog of {self.path} is damaged: {exc}") from exc
-        finally:
-            db.close()
+        """The generation last committed by anyone, read on a connection of its own (opened once,
+        never in a transaction): this object's snapshot is not touched, so other threads may be
+        reading it meanwhile."""
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = sqlite3.connect(self.path / "catalog.sqlite", timeout=30, isolation_level=None,
+                                              check_same_thread=False)
+            try:
+                row = self._probe.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"catalog of {self.path} is damaged: {exc}") from exc
         return int(row[0])
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
         self._indexes = {}
         self._by_file = {}
 
@@ -524,6 +532,11 @@ class Collection:
         if row is None:
             raise CollectionError(f"collection {self.name!r} has no work {work_id!r}")
         return self._work(row)
+
+    def find_work(self, work: str) -> WorkRecord:
+        """A work by id or by sha256; CollectionError if there is none."""
+        rec = self.work_by_sha256(work) if len(work) == 64 else None
+        return rec or self.work(work)
 
     def work_by_sha256(self, sha256: str) -> WorkRecord | None:
         row = self.db.execute(f"SELECT {_WORK_COLUMNS} FROM works WHERE sha256 = ?", (sha256,)).fetchone()

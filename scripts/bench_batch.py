@@ -552,23 +552,6 @@ def _status(pid: int) -> tuple[float, float]:
     return got["VmRSS"], got["VmHWM"]
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-                children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(proc.name))
-            except (OSError, ValueError):
-                continue
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
 @dataclass
 class Run:
     """One CLI batch: what it printed and how its memory went."""
@@ -667,7 +650,7 @@ def run_cli(label: str, args: list[str], results: Path, total: int, log_dir: Pat
         if pid:
             break
         rss = 0.0
-        for p in _descendants(proc.pid):
+        for p in bench_text_scale.descendants(proc.pid):
             cur, peak = _status(p)
             rss += cur
             if p == proc.pid:

@@ -138,8 +138,8 @@ def _proc_cpu() -> dict[int, tuple[float, str]]:
     return out
 
 
-def _mine() -> set[int]:
-    """This process and its descendants."""
+def descendants(pid: int) -> list[int]:
+    """*pid* and every process below it (from /proc)."""
     children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -148,12 +148,17 @@ def _mine() -> set[int]:
                 children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(proc.name))
             except (OSError, ValueError):
                 continue
-    todo, mine = [os.getpid()], set()
+    out, todo = [], [pid]
     while todo:
-        pid = todo.pop()
-        mine.add(pid)
-        todo.extend(children.get(pid, []))
-    return mine
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _mine() -> set[int]:
+    """This process and its descendants."""
+    return set(descendants(os.getpid()))
 
 
 def _busy_seconds() -> float:

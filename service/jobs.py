@@ -138,6 +138,10 @@ def _records_from_upload(files: list[tuple[str, bytes]], manifest: bytes | None,
     return records
 
 
+def _load_job(folder: Path) -> Job:
+    return Job(**json.loads((folder / JOB).read_text(encoding="utf-8")))
+
+
 def _read_records(folder: Path) -> Iterator[OutputRecord | Skipped]:
     with (folder / RECORDS).open(encoding="utf-8") as fh:
         for raw in fh:
@@ -257,8 +261,7 @@ class Jobs:
         return folder
 
     def get(self, tenant: str, job_id: str) -> Job:
-        raw = json.loads((self._folder(tenant, job_id) / JOB).read_text(encoding="utf-8"))
-        return Job(**raw)
+        return _load_job(self._folder(tenant, job_id))
 
     def progress(self, tenant: str, job_id: str) -> int:
         """Outputs done so far (scanned or skipped)."""
@@ -275,13 +278,13 @@ class Jobs:
         jobs = []
         for folder in root.iterdir():
             if _ID.match(folder.name) and (folder / JOB).is_file():
-                jobs.append(Job(**json.loads((folder / JOB).read_text(encoding="utf-8"))))
+                jobs.append(_load_job(folder))
         return sorted(jobs, key=lambda j: (j.created_utc, j.id))
 
     def _update(self, tenant: str, job_id: str, **changes: Any) -> Job:
         with self._lock:
             folder = self._folder(tenant, job_id)
-            job = replace(Job(**json.loads((folder / JOB).read_text(encoding="utf-8"))), **changes)
+            job = replace(_load_job(folder), **changes)
             write_atomic(folder / JOB, json.dumps(job.to_dict(), indent=1).encode())
             return job
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 
 from detector import config
 from detector.errors import InputError
@@ -30,6 +32,27 @@ from service.settings import Settings
 
 META_FIELDS = ("title", "creator", "licence", "source_url")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+async def multipart_uploads(request: Request, limit: int, setting: str, code: str, unit: str, advice: str,
+                            expected: str, other_files: int = 0) -> tuple[FormData, list[UploadFile]]:
+    """The multipart form of *request* and its `file` uploads: 415 when it is not multipart,
+    400 `bad_multipart` when it cannot be parsed, 422 *code* with more than *limit* files (the
+    Settings field *setting*; *other_files* more file fields may come besides)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ServiceError(415, "unsupported_media_type", f"send multipart/form-data with {expected}")
+    env = f"FACTOR4_{setting.upper()}"
+    try:
+        form = await request.form(max_files=limit + other_files)
+    except StarletteHTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise ServiceError(422, code, f"more than {setting} = {limit} files in one {unit} ({env}); "
+                               f"{advice}") from exc
+        raise ServiceError(400, "bad_multipart", str(exc.detail)) from exc
+    uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+    if len(uploads) > limit:
+        raise ServiceError(422, code, f"{len(uploads)} files exceed {setting} = {limit} ({env}); {advice}")
+    return form, uploads
 
 
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:

@@ -14,16 +14,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector.report_html import CSP
 from service.access import CollectionRef, public
 from service.deps import DetectorsDep, JobsDep, OwnCollectionDep, PrincipalDep, SettingsDep, TenancyDep
-from service.errors import ServiceError
 from service.jobs import Job, Jobs
 from service.schemas import BatchOut, ErrorOut
 from service.settings import Settings
-from service.uploads import read_upload
+from service.uploads import multipart_uploads, read_upload
 
 router = APIRouter(tags=["batches"], responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut},
                                                  429: {"model": ErrorOut}})
@@ -59,21 +57,10 @@ def _out(job: Job, done: int) -> BatchOut:
 
 
 async def _submit(request: Request, coll: CollectionRef, tenant: str, settings: Settings, jobs: Jobs) -> BatchOut:
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ServiceError(415, "unsupported_media_type", "send multipart/form-data with 'file' fields and/or a "
-                           "'manifest' field")
     limit = settings.max_batch_outputs
-    try:
-        form = await request.form(max_files=limit + 1)
-    except StarletteHTTPException as exc:
-        if "Too many files" in str(exc.detail):
-            raise ServiceError(422, "batch_too_large", f"more than max_batch_outputs = {limit} files in one batch "
-                               "(FACTOR4_MAX_BATCH_OUTPUTS); split the batch") from exc
-        raise ServiceError(400, "bad_multipart", str(exc.detail)) from exc
-    uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
-    if len(uploads) > limit:
-        raise ServiceError(422, "batch_too_large", f"{len(uploads)} files exceed max_batch_outputs = {limit} "
-                           "(FACTOR4_MAX_BATCH_OUTPUTS); split the batch")
+    form, uploads = await multipart_uploads(request, limit, "max_batch_outputs", "batch_too_large", "batch",
+                                            "split the batch", "'file' fields and/or a 'manifest' field",
+                                            other_files=1)
     raw = form.get("manifest")
     manifest: bytes | None
     if isinstance(raw, UploadFile):

@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector.errors import CollectionError
 from detector.results import WorkRef
@@ -18,7 +17,7 @@ from service.access import CollectionRef
 from service.deps import HomeDep, OwnCollectionDep, SettingsDep
 from service.errors import ServiceError
 from service.schemas import AddReportOut, ErrorOut, WorkOut
-from service.uploads import META_FIELDS, check_pixels, read_upload, scrub, staging, work_meta
+from service.uploads import META_FIELDS, check_pixels, multipart_uploads, read_upload, scrub, staging, work_meta
 
 #: Works per page of GET .../works by default, and at most.
 WORKS_PAGE, WORKS_PAGE_MAX = 100, 1000
@@ -79,22 +78,11 @@ async def add_works(request: Request, coll: OwnCollectionDep, settings: Settings
     """Add works from multipart field(s) `file`, with optional metadata. A file already stored
     (same sha256) is listed in `duplicates`; an unreadable one in `failed`. An image over the
     pixel limit refuses the whole request and nothing is stored."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ServiceError(415, "unsupported_media_type", "send multipart/form-data with one or more 'file' fields")
-    limit = settings.max_files_per_upload
-    try:
-        form = await request.form(max_files=limit)
-    except StarletteHTTPException as exc:
-        if "Too many files" in str(exc.detail):
-            raise ServiceError(422, "too_many_files", f"more than max_files_per_upload = {limit} files in one "
-                               "request (FACTOR4_MAX_FILES_PER_UPLOAD); send them in several requests") from exc
-        raise ServiceError(400, "bad_multipart", str(exc.detail)) from exc
-    uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+    form, uploads = await multipart_uploads(request, settings.max_files_per_upload, "max_files_per_upload",
+                                            "too_many_files", "request", "send them in several requests",
+                                            "one or more 'file' fields")
     if not uploads:
         raise ServiceError(422, "invalid_request", "send the works as multipart field(s) named 'file'")
-    if len(uploads) > limit:
-        raise ServiceError(422, "too_many_files", f"{len(uploads)} files exceed max_files_per_upload = {limit} "
-                           "(FACTOR4_MAX_FILES_PER_UPLOAD); send them in several requests")
     meta = _parse_meta(form, uploads)
     files = [(u.filename, await read_upload(u, settings)) for u in uploads]
     for filename, data in files:
