@@ -315,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("create", cmd_create, "Create an empty collection of reference works.")
     p.add_argument("collection", help="name of the new collection")
     p.add_argument("--encoders", default=",".join(config.DEFAULT_ENCODERS),
-                   help="comma-separated encoders: sscd, sscd_distilled, pdq, minilm, shingles, "
-                        "clip:<model>/<tag or checkpoint path> (default: %(default)s)")
+                   help="comma-separated encoders: sscd, sscd_distilled, pdq, minilm, minilm:int8, "
+                        "shingles, clip:<model>/<tag or checkpoint path> (default: %(default)s)")
 
     p.add_argument("--ann", choices=sorted(config.ANN_FACTORIES), default=config.DEFAULT_ANN,
                    help="vector index: flat (exact) or hnsw (approximate, for millions of passages; "

