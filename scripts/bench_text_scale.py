@@ -309,6 +309,7 @@ class BuildPlan:
     density: float
     topics: int
     wheel_cache: str
+    encoder: str = "minilm"
     verbose: bool = False
 
 
@@ -330,7 +331,7 @@ def cached_ok(plan: BuildPlan) -> bool:
     if meta is None or meta.get("version") != META_VERSION or not meta.get("complete"):
         return False
     want = {"passages": plan.passages, "per_work": plan.per_work, "probes": plan.probes, "ann": plan.ann,
-            "seed": plan.seed}
+            "seed": plan.seed, "encoder": plan.encoder}
     if any(meta.get(k) != v for k, v in want.items()):
         return False
     try:
@@ -378,7 +379,7 @@ def build_collection(plan: BuildPlan) -> None:
     for k, name in enumerate(plan.probes):
         order.insert(round((k + 0.5) * len(sizes) / len(plan.probes)) + k, ("probe", name))
 
-    specs = [channel_spec("minilm", ann=plan.ann), channel_spec("shingles")]
+    specs = [channel_spec(plan.encoder, ann=plan.ann), channel_spec("shingles")]
     coll = Collection.create(home / "collections", COLLECTION, specs)
     bound = BoundChannels.bind(coll.manifest)
     encoder = bound.encoders["minilm"]
@@ -412,7 +413,8 @@ def build_collection(plan: BuildPlan) -> None:
                 rec = make_record(text, f"probe/{what}.md", what)
                 passages = split_passages(text)
                 # the plays' real vectors are cached: the same probes serve every collection size
-                cached = probe_cache / f"{rec.id}-{encoder.weights_sha256[:12]}.npy"
+                spec = encoder.spec.replace(":", "-")
+                cached = probe_cache / f"{rec.id}-{spec}-{encoder.weights_sha256[:12]}.npy"
                 vecs = np.load(cached) if cached.exists() else None
                 if vecs is None or vecs.shape != (len(passages), encoder.dim):
                     t1 = time.perf_counter()
@@ -462,6 +464,7 @@ def build_collection(plan: BuildPlan) -> None:
     meta = {
         "version": META_VERSION, "complete": True, "passages": plan.passages, "per_work": plan.per_work,
         "probes": plan.probes, "probe_ids": probe_ids, "ann": plan.ann, "seed": plan.seed, "works": works,
+        "encoder": plan.encoder,
         "density": plan.density, "postings_rows": postings_rows, "counts": counts,
         "build_seconds": time.perf_counter() - t_start, "make_seconds": t_make, "add_seconds": t_add,
         "commit_seconds": t_commit, "postings_insert_seconds": timed_db.seconds, "commits": len(commits), "max_commit_seconds": max(commits),
@@ -722,6 +725,9 @@ class IngestStats:
     raw_s: list[float]
     ingest_s: float
     added: int
+    encoder: str = "minilm"
+    #: the same passages through sentence-transformers' own encode (torch), seconds
+    torch_s: float | None = None
     #: Detector.add of the same plays into a copy of the big collection (None if not measured)
     at_scale: AtScale | None = None
 
@@ -799,7 +805,7 @@ def measure_ingest(plays: dict[str, str], names: list[str], encoder: Any) -> Ing
         raw_s.append(time.perf_counter() - t0)
         log.info("raw MiniLM encode: %d passages in %.1f s", len(passages), raw_s[-1])
         det = Detector(Path(tmp) / "home")
-        det.create("ingest", ["minilm", "shingles"])
+        det.create("ingest", [encoder.spec, "shingles"])
         t0 = time.perf_counter()
         report = det.add("ingest", [works], show_progress_bar=False)
         ingest_s = time.perf_counter() - t0
@@ -809,7 +815,19 @@ def measure_ingest(plays: dict[str, str], names: list[str], encoder: Any) -> Ing
         encoder.encode(passages, show_progress_bar=False)  # again: the baseline on both sides of the ingest
         raw_s.append(time.perf_counter() - t0)
         log.info("raw MiniLM encode again: %.1f s", raw_s[-1])
-    return IngestStats(names, len(passages), raw_s, ingest_s, len(report.added))
+    torch_s = None
+    if getattr(encoder, "runtime", "") == "onnxruntime":
+        # what factor4 ran before its ONNX export: sentence-transformers' own encode, same passages
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(encoder.model_dir), device="cpu")
+        model.encode(passages[:64], show_progress_bar=False)
+        t0 = time.perf_counter()
+        model.encode(passages, batch_size=config.ENCODE_BATCH_SIZE, show_progress_bar=False)
+        torch_s = time.perf_counter() - t0
+        del model
+        log.info("sentence-transformers encode (torch): %.1f s", torch_s)
+    return IngestStats(names, len(passages), raw_s, ingest_s, len(report.added), encoder.spec, torch_s)
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -817,7 +835,7 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
            sizes: list[tuple[dict[str, Any], dict[str, int]]], builds: list[tuple[dict[str, Any], bool]]) -> str:
     lines = [f"# factor4 text scale benchmark ({env['date']})", ""]
     lines.append(f"Machine: {env['cpus']} CPUs, {env['mem_gib']:.0f} GiB, Python {env['python']}; factor4 "
-                 f"{env['git']}. Run time {env['run_s'] / 60:.1f} min.")
+                 f"{env['git']}; text encoder `{args.text_encoder}`. Run time {env['run_s'] / 60:.1f} min.")
     lines.append("")
     if env["phases"]:
         lines.append("Load of the machine's other processes during each phase (CPU seconds they used / wall "
@@ -839,10 +857,17 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
               f">= {TARGET_INGEST_RATIO} ({'met' if ratio >= TARGET_INGEST_RATIO else 'NOT met'})"]],
         )
         lines.append("")
-        lines.append("Raw rate: the mean of two `encode` passes over the same passages, one before and one "
-                     "after the ingest (both shown). Ingest: `Detector.add` of the plays as .md files into a "
-                     f"new MiniLM + shingles collection (flat index), {ingest.added} works added.")
+        lines.append(f"Raw rate: the mean of two `{ingest.encoder}` encode passes over the same passages, one "
+                     "before and one after the ingest (both shown). Ingest: `Detector.add` of the plays as .md "
+                     f"files into a new {ingest.encoder} + shingles collection (flat index), {ingest.added} works "
+                     "added.")
         lines.append("")
+        if ingest.torch_s:
+            torch_rate = ingest.passages / ingest.torch_s
+            lines.append(f"The same passages through sentence-transformers' own `encode` (torch, what factor4 ran "
+                         f"before its ONNX export), same run: {torch_rate:,.1f} passages/s; `{ingest.encoder}` "
+                         f"encodes {ingest.raw_rate / torch_rate:.2f}x as fast.")
+            lines.append("")
         a = ingest.at_scale
         if a is not None:
             single_raw = a.single_passages / a.single_encode_s
@@ -1007,6 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commit-every", type=int, default=100, help="works per commit while building (default 100)")
     ap.add_argument("--topics", type=int, default=256, help="real MiniLM vectors the synthetic ones mix (default 256)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the queries (default 0)")
+    ap.add_argument("--text-encoder", default="minilm", choices=("minilm", "minilm:int8"),
+                    help="the text encoder of the collections, the scans and the ingest (default minilm)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="where built collections and the wheel are kept (default $FACTOR4_HOME/cache/bench-scale)")
     ap.add_argument("--skip-ingest", action="store_true", help="leave out the ingest measurement")
@@ -1085,12 +1112,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.small_fraction > 0:
         sizes_wanted.append(max(int(args.passages * args.small_fraction), 1))
     plans = []
+    suffix = "" if args.text_encoder == "minilm" else "-" + args.text_encoder.replace(":", "-")
     for k, n in enumerate(sizes_wanted):
         plans.append(BuildPlan(
-            home=str(cache / f"{n}{'' if k == 0 else '-' + args.small_ann}"), passages=n,
+            home=str(cache / f"{n}{'' if k == 0 else '-' + args.small_ann}{suffix}"), passages=n,
             per_work=args.passages_per_work, probes=probe_names, ann="hnsw" if k == 0 else args.small_ann,
             commit_every=args.commit_every, seed=args.seed, density=density, topics=args.topics,
-            wheel_cache=str(wheel_cache(cache)), verbose=args.verbose,
+            wheel_cache=str(wheel_cache(cache)), encoder=args.text_encoder, verbose=args.verbose,
         ))
     builds = []
     for p in plans:
@@ -1106,7 +1134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. scans, in this process (MiniLM loaded first: model load is not part of a scan)
     t0 = time.perf_counter()
-    encoder = load_encoder("minilm")
+    encoder = load_encoder(args.text_encoder)
     encoder.encode(["warm up"], show_progress_bar=False)
     log.info("MiniLM loaded in %.1f s", time.perf_counter() - t0)
     env["rss_model"] = rss_mib()
