@@ -12,6 +12,9 @@ For each image channel the output's query rows are searched (`BoundChannels.imag
 - **PDQ**: the smallest Hamming distance over the output's 8 rotations and flips; ignored for
   scoring when the output is too flat for PDQ (quality < 50).
 - **CLIP** (if the collection has it): the whole output's cosine; "similar", never "copy".
+- **Keypoints** (`detector.keypoints`): for the strongest few matches that SSCD found but did
+  not settle, ORB keypoints of the output and the work's thumbnail that agree in one geometry,
+  `keypoint_inliers`, which lift the score (`scoring.verified`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from detector import config, scoring
+from detector import config, keypoints, scoring
 from detector.channels import BoundChannels, ImageQuery
 from detector.fingerprints import PDQ_MIN_QUALITY
 from detector.regions import query_windows, window_box
@@ -121,6 +124,7 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
         out[wid] = ImageEvidence({n: sig.get(n) for n in names},
                                  normalised if sig.get("sscd_normalised") is not None else ignore,
                                  region_of.get(wid, full), work_region_of.get(wid), area)
+    _verify(coll, image, out)
     region = bound.region_channel()
     if locate and region is not None:
         # the strongest matches, in the order scans report them (score, then work id)
@@ -134,6 +138,33 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
                 if box is not None:
                     out[wid] = replace(ev, work_region=box)
     return out
+
+
+def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> None:
+    """Adds `keypoint_inliers` to the `config.KEYPOINT_WORKS` strongest matches that SSCD found
+    (normalised score at least `config.KEYPOINT_MIN_SSCD`) with a score under
+    `config.KEYPOINT_MAX_SCORE`; where the inliers lift the score and SSCD named no part of the
+    output, the box around them becomes the match's region."""
+    todo = [(ev.score, wid) for wid, ev in out.items()
+            if (ev.signals.get("sscd_normalised") or -1.0) >= config.KEYPOINT_MIN_SSCD
+            and ev.score < config.KEYPOINT_MAX_SCORE]
+    todo = sorted(todo, key=lambda p: (-p[0], p[1]))[: config.KEYPOINT_WORKS]  # the scan's order
+    if not todo:
+        return
+    mine = None
+    for _, wid in todo:
+        data = coll.thumbnail(wid)
+        if data is None:
+            continue
+        if mine is None:
+            mine = keypoints.features(image)
+        found = keypoints.verify(mine, keypoints.work_features(str(coll.path), wid, data), image.size)
+        ev = out[wid]
+        lifted = replace(ev, signals={**ev.signals, "keypoint_inliers": float(found.inliers)})
+        full = Box(0, 0, image.width, image.height)
+        if found.region is not None and ev.region == full and lifted.score > ev.score:
+            lifted = replace(lifted, region=found.region)
+        out[wid] = lifted
 
 
 def locate_in_work(coll: Collection, bound: BoundChannels, work_id: str, output: np.ndarray) -> Box | None:
