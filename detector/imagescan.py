@@ -143,8 +143,8 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
 def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> None:
     """Adds `keypoint_inliers` to the `config.KEYPOINT_WORKS` strongest matches that SSCD found
     (normalised score at least `config.KEYPOINT_MIN_SSCD`) with a score under
-    `config.KEYPOINT_MAX_SCORE`; where the inliers lift the score and SSCD named no part of the
-    output, the box around them becomes the match's region."""
+    `config.KEYPOINT_MAX_SCORE`; where the inliers lift the score, the work's outline mapped into
+    the output by the fitted transform becomes the match's region."""
     todo = [(ev.score, wid) for wid, ev in out.items()
             if (ev.signals.get("sscd_normalised") or -1.0) >= config.KEYPOINT_MIN_SSCD
             and ev.score < config.KEYPOINT_MAX_SCORE]
@@ -161,8 +161,8 @@ def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence])
         found = keypoints.verify(mine, keypoints.work_features(str(coll.path), wid, data), image.size)
         ev = out[wid]
         lifted = replace(ev, signals={**ev.signals, "keypoint_inliers": float(found.inliers)})
-        full = Box(0, 0, image.width, image.height)
-        if found.region is not None and ev.region == full and lifted.score > ev.score:
+        if found.region is not None and lifted.score > ev.score:
+            # the fitted transform places the work to the pixel; SSCD's regions to a ninth
             lifted = replace(lifted, region=found.region)
         out[wid] = lifted
 
