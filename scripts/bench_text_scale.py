@@ -652,11 +652,16 @@ class ScanStats:
     breakdown_scans: int = 0
     breakdown_total_ms: float = 0.0
     rss: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: the same windows encoded by other encoders, timed right after each scan (label -> ms)
+    other_encode_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 def scan_collection(label: str, home: Path, meta: dict[str, Any], probes: dict[str, str], vocab: Vocabulary,
-                    n_scans: int, excerpt_share: float, seed: int, encoder: Any) -> ScanStats:
-    """Open the collection with Detector, calibrate it, time scans of 1,000-word outputs."""
+                    n_scans: int, excerpt_share: float, seed: int, encoder: Any,
+                    compare: dict[str, Callable[[list[str]], Any]] | None = None) -> ScanStats:
+    """Open the collection with Detector, calibrate it, time scans of 1,000-word outputs (and
+    the encode of each output's windows by the *compare* encoders, for what a scan would take
+    with them)."""
     probe_ids = meta.get("probe_ids", {})
     for name, text in probes.items():
         if probe_ids.get(name) != work_id(hashlib.sha256(text.encode("utf-8")).hexdigest()):
@@ -684,9 +689,14 @@ def scan_collection(label: str, home: Path, meta: dict[str, Any], probes: dict[s
         t0 = time.perf_counter()
         result = det.scan_item(COLLECTION, item)
         stats.total_ms.append((time.perf_counter() - t0) * 1000)
+        windows = [p.text for p in split_passages(q.text)]
         t0 = time.perf_counter()
-        encoder.encode([p.text for p in split_passages(q.text)], show_progress_bar=False)
+        encoder.encode(windows, show_progress_bar=False)
         stats.encode_ms.append((time.perf_counter() - t0) * 1000)
+        for other, encode in (compare or {}).items():
+            t0 = time.perf_counter()
+            encode(windows)
+            stats.other_encode_ms.setdefault(other, []).append((time.perf_counter() - t0) * 1000)
         best = result.best
         if q.probe is not None:
             stats.with_excerpt += 1
@@ -918,6 +928,18 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
                      "an artefact of the synthetic data).")
         lines.append("")
         for s in scans:
+            if not s.other_encode_ms:
+                continue
+            rest = pct([t - e for t, e in zip(s.total_ms, s.encode_ms, strict=True)], 50)
+            lines.append(f"The same windows encoded by other encoders right after each scan ({s.passages:,} "
+                         "passages; 'scan with it' = rest p50 + its encode p50, what the scan would take):")
+            lines.append("")
+            rows = [[f"`{args.text_encoder}` (this run's)", f"{pct(s.encode_ms, 50):.0f}",
+                     f"{pct(s.total_ms, 50):.0f} (measured)"]]
+            rows += [[name, f"{pct(ms, 50):.0f}", f"{rest + pct(ms, 50):.0f}"] for name, ms in s.other_encode_ms.items()]
+            lines += md_table(["encoder", "encode p50 ms", "scan with it, p50 ms"], rows)
+            lines.append("")
+        for s in scans:
             per = s.breakdown_total_ms / max(s.breakdown_scans, 1)
             lines.append(f"### Where the time goes: {s.passages:,} passages, {s.ann} "
                          f"(mean of {s.breakdown_scans} scans, {per:.0f} ms each with the steps timed)")
@@ -1034,6 +1056,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the queries (default 0)")
     ap.add_argument("--text-encoder", default="minilm", choices=("minilm", "minilm:int8"),
                     help="the text encoder of the collections, the scans and the ingest (default minilm)")
+    ap.add_argument("--compare-encoders", action="store_true",
+                    help="also time the other MiniLM spec and sentence-transformers' own encode on each "
+                         "scan's windows")
     ap.add_argument("--cache", type=Path, default=None,
                     help="where built collections and the wheel are kept (default $FACTOR4_HOME/cache/bench-scale)")
     ap.add_argument("--skip-ingest", action="store_true", help="leave out the ingest measurement")
@@ -1136,6 +1161,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     encoder = load_encoder(args.text_encoder)
     encoder.encode(["warm up"], show_progress_bar=False)
+    compare: dict[str, Callable[[list[str]], Any]] = {}
+    if args.compare_encoders:
+        from sentence_transformers import SentenceTransformer
+
+        for spec in ("minilm", "minilm:int8"):
+            if spec != args.text_encoder:
+                other = load_encoder(spec)
+                compare[f"`{spec}`"] = lambda texts, other=other: other.encode(texts, show_progress_bar=False)
+        torch_model = SentenceTransformer(str(encoder.model_dir), device="cpu")
+        compare["sentence-transformers (torch)"] = lambda texts: torch_model.encode(texts, show_progress_bar=False)
+        for encode in compare.values():
+            encode(["warm up"])
     log.info("MiniLM loaded in %.1f s", time.perf_counter() - t0)
     env["rss_model"] = rss_mib()
     probes = {n: plays[n] for n in probe_names}
@@ -1147,7 +1184,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{plan.passages:,} passages ({plan.ann})"
         scans.append(measured(f"scans {label}", lambda plan=plan, meta=meta, label=label, n_scans=n_scans:
                               scan_collection(label, Path(plan.home), meta, probes, vocab, n_scans,
-                                              args.excerpt_share, args.seed + 1, encoder)))
+                                              args.excerpt_share, args.seed + 1, encoder, compare)))
 
     # 4. ingest vs raw encode, last (so the RSS figures above are not those of an ingest)
     ingest = None
