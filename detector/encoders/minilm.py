@@ -90,6 +90,8 @@ class MiniLMEncoder(Encoder):
             )
         # fast tokenizers refuse to be called from two threads at once ("Already borrowed")
         self._tokenize_lock = threading.Lock()
+        # sentence-transformers 6 renamed `tokenize` to `preprocess` (the old name warns)
+        self._tokenize = getattr(self._model, "preprocess", None) or self._model.tokenize
         self._session = self._onnx_session()
         logger.info("loaded %s from %s (%s)", self.spec, self.model_dir,
                     "ONNX Runtime" if self._session is not None else "sentence-transformers")
@@ -143,7 +145,7 @@ class MiniLMEncoder(Encoder):
         done = 0
         for batch in batches(ordered, batch_size, show_progress_bar, f"{self.spec} batches"):
             with self._tokenize_lock:
-                features = self._model.tokenize(list(batch))
+                features = self._tokenize(list(batch))
             feed = {name: features[name].numpy().astype(np.int64) for name in _INPUTS}
             (hidden,) = self._session.run(["hidden"], feed)
             mask = feed["attention_mask"][..., None].astype(np.float32)
