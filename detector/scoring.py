@@ -92,13 +92,15 @@ def combine(signals: Mapping[str, float | None], ignore: frozenset[str] = frozen
 
 
 def verified(score: float, inliers: float) -> float:
-    """*score* lifted by *inliers* keypoint matches that agree in one geometry (never lowered,
-    at most 1): `KEYPOINT_WEIGHT` x score + `KEYPOINT_GAIN` x ln(1 + inliers beyond
-    `KEYPOINT_FREE`). The log makes each further inlier count less; the weight makes a lift to
-    a copy need both some SSCD agreement and many points (0.5 and 30 inliers: 0.74; 0.2 and 30:
-    0.59; 0 needs ~110)."""
+    """*score* lifted by *inliers* keypoint matches that agree in one geometry: `KEYPOINT_WEIGHT`
+    x score + `KEYPOINT_GAIN` x ln(1 + inliers beyond `KEYPOINT_FREE`), at most
+    `KEYPOINT_MAX_SCORE`, never lowered. The log makes each further inlier count less; the
+    weight makes a lift to a copy need both some SSCD agreement and many points (0.5 and 30
+    inliers: 0.74; 0.2 and 30: 0.59; 0 needs ~110). The cap keeps a verified match below the
+    matches the other signals settle on their own: a near-duplicate of the copied work, also
+    verified, does not tie with it."""
     lifted = config.KEYPOINT_WEIGHT * score + config.KEYPOINT_GAIN * math.log1p(max(0.0, inliers - config.KEYPOINT_FREE))
-    return min(1.0, max(score, lifted))
+    return max(score, min(config.KEYPOINT_MAX_SCORE, lifted))
 
 
 def verdict(score: float) -> Verdict:

@@ -83,7 +83,8 @@ def test_inliers_lift_a_score_and_never_lower_it() -> None:
     assert scoring.verified(0.9, 3) == 0.9
     assert scoring.verified(0.5, 30) == pytest.approx(0.5 * 0.5 + 0.15 * math.log1p(25))
     assert scoring.verified(0.5, 30) >= config.COPY_SCORE > scoring.verified(0.2, 30)
-    assert scoring.verified(0.95, 10_000) == 1.0
+    assert scoring.verified(0.95, 10_000) == 0.95  # settled already: unchanged
+    assert scoring.verified(0.6, 10_000) == config.KEYPOINT_MAX_SCORE  # a lift stops below settled matches
     lifts = [scoring.verified(0.4, n) for n in range(0, 200, 10)]
     assert lifts == sorted(lifts)
     signals = {"sscd_normalised": 0.25, "keypoint_inliers": 40.0}
