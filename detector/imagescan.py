@@ -143,8 +143,9 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
 def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> None:
     """Adds `keypoint_inliers` to the `config.KEYPOINT_WORKS` strongest matches that SSCD found
     (normalised score at least `config.KEYPOINT_MIN_SSCD`) with a score under
-    `config.KEYPOINT_MAX_SCORE`; where the inliers lift the score, the work's outline mapped into
-    the output by the fitted transform becomes the match's region."""
+    `config.KEYPOINT_MAX_SCORE`. Where the inliers lift the score, the work's outline mapped into
+    the output by the fitted transform becomes the match's region, and the output's outline
+    mapped into the work its work region when that is a clear part of the work (a crop)."""
     todo = [(ev.score, wid) for wid, ev in out.items()
             if (ev.signals.get("sscd_normalised") or -1.0) >= config.KEYPOINT_MIN_SSCD
             and ev.score < config.KEYPOINT_MAX_SCORE]
@@ -164,6 +165,14 @@ def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence])
         if found.region is not None and lifted.score > ev.score:
             # the fitted transform places the work to the pixel; SSCD's regions to a ninth
             lifted = replace(lifted, region=found.region)
+            part = found.work_part
+            if part is not None and (part[2] - part[0]) * (part[3] - part[1]) < config.PARTIAL_AREA:
+                # the output shows only a part of the work: a crop
+                work = coll.work(wid)
+                if work.width and work.height:
+                    lifted = replace(lifted, work_region=Box(
+                        round(part[0] * work.width), round(part[1] * work.height),
+                        round(part[2] * work.width), round(part[3] * work.height)))
         out[wid] = lifted
 
 

@@ -55,6 +55,9 @@ class Verification:
     #: Where the work lies in the output under the fitted transform (its outline mapped into the
     #: output and clipped to it), in output pixels; None if fewer than 4 inliers.
     region: Box | None
+    #: Where the output lies in the work (its outline mapped into the work and clipped to it),
+    #: as fractions (left, top, right, bottom) of the work's width and height; None as above.
+    work_part: tuple[float, float, float, float] | None = None
 
 
 def features(image: Image.Image) -> Features:
@@ -95,14 +98,25 @@ def verify(output: Features, work: Features, output_size: tuple[int, int]) -> Ve
         return Verification(count, None)
     # the work's outline, mapped from the work into the output (the fit maps output -> work)
     back = cv2.invertAffineTransform(transform)
-    w, h = work.size
-    corners = np.asarray([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
-    mapped = (corners @ back[:, :2].T + back[:, 2]) / output.scale
-    lo, hi = mapped.min(axis=0), mapped.max(axis=0)
+    lo, hi = _mapped_box(back, work.size)
+    lo, hi = lo / output.scale, hi / output.scale
     width, height = output_size
     region = Box(max(0, int(lo[0])), max(0, int(lo[1])), min(width, int(np.ceil(hi[0]))),
                  min(height, int(np.ceil(hi[1]))))
-    return Verification(count, region if region.area > 0 else None)
+    # and the output's outline mapped into the work
+    lo, hi = _mapped_box(transform, output.size)
+    w, h = work.size
+    part = (max(0.0, lo[0] / w), max(0.0, lo[1] / h), min(1.0, hi[0] / w), min(1.0, hi[1] / h))
+    return Verification(count, region if region.area > 0 else None,
+                        part if part[2] > part[0] and part[3] > part[1] else None)
+
+
+def _mapped_box(affine: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The box around the rectangle (0, 0)-*size* mapped by the 2 x 3 *affine* transform."""
+    w, h = size
+    corners = np.asarray([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
+    mapped = corners @ affine[:, :2].T + affine[:, 2]
+    return mapped.min(axis=0), mapped.max(axis=0)
 
 
 _WORK_FEATURES: OrderedDict[tuple[str, str], Features] = OrderedDict()

@@ -124,3 +124,20 @@ def test_settled_matches_are_not_verified(art: Detector) -> None:
     m = _scan(art, _load("coins.png")).best
     assert m.work.title == "coins" and m.score >= config.KEYPOINT_MAX_SCORE
     assert "keypoint_inliers" not in m.signals
+
+
+def test_a_crop_is_placed_in_the_work() -> None:
+    coffee = _load("coffee.png")  # 600 x 400
+    crop = _jpeg(coffee.crop((240, 120, 540, 360)), 25)
+    part = _verify(crop, coffee).work_part
+    assert part is not None
+    box = Box(round(part[0] * 600), round(part[1] * 400), round(part[2] * 600), round(part[3] * 400))
+    assert _iou(box, Box(240, 120, 540, 360)) >= 0.9, box
+
+
+def test_a_blurred_crop_scan_names_the_part_of_the_work(art: Detector) -> None:
+    coffee = _load("coffee.png")  # 600 x 400
+    m = _scan(art, _jpeg(coffee.crop((200, 100, 500, 320)), 10)).best
+    assert m.work.title == "coffee" and m.verdict == "copy" and m.transform == "partial"
+    assert m.signals.get("keypoint_inliers", 0) >= 30  # SSCD alone leaves it unsettled at JPEG q10
+    assert m.work_region is not None and _iou(m.work_region, Box(200, 100, 500, 320)) >= 0.9, m.work_region
