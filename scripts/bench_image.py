@@ -808,8 +808,18 @@ def speed(det: Detector, main: str, refs: list[PoolImage], samples: list[bytes])
         det.scan(main, [it], top=TOP_K)
         enc.encode(it.image)
     coll, bound = det._collection(main)
-    scan_ms, enc_ms, search_ms, excess = [], [], [], []
+    scan_ms, enc_ms, search_ms, excess, plain_ms, plain_excess = [], [], [], [], [], []
+    verifying = config.KEYPOINT_WORKS
     for it in items:
+        # the same scan without keypoint verification first (factor4's own setting, off for one
+        # call), then as configured: what verification costs, on the same query, side by side
+        config.KEYPOINT_WORKS = 0
+        try:
+            t0 = time.perf_counter()
+            det.scan(main, [it], top=TOP_K)
+            plain_ms.append((time.perf_counter() - t0) * 1000)
+        finally:
+            config.KEYPOINT_WORKS = verifying
         t0 = time.perf_counter()
         det.scan(main, [it], top=TOP_K)
         t1 = time.perf_counter()
@@ -826,10 +836,13 @@ def speed(det: Detector, main: str, refs: list[PoolImage], samples: list[bytes])
         enc_ms.append((t2 - t1) * 1000)
         search_ms.append((t4 - t3) * 1000)
         excess.append(scan_ms[-1] / (1.5 * enc_ms[-1] + search_ms[-1]))
+        plain_excess.append(plain_ms[-1] / (1.5 * enc_ms[-1] + search_ms[-1]))
     out["scan_p50"], out["scan_p90"] = float(np.percentile(scan_ms, 50)), float(np.percentile(scan_ms, 90))
     out["enc_p50"], out["enc_p90"] = float(np.percentile(enc_ms, 50)), float(np.percentile(enc_ms, 90))
     out["search_p50"] = float(np.percentile(search_ms, 50))
     out["budget_ratio_p50"] = float(np.percentile(excess, 50))
+    out["plain_p50"], out["plain_p90"] = float(np.percentile(plain_ms, 50)), float(np.percentile(plain_ms, 90))
+    out["plain_ratio_p50"] = float(np.percentile(plain_excess, 50))
     out["query_rows"] = len(rows[bound.region_channel().name]) if bound.region_channel() else 1
     out["scans"] = len(items)
     out["others"] = watch.stop()[0]
@@ -1036,6 +1049,9 @@ def main(argv: list[str] | None = None) -> int:
              f"p50 | {sp['search_p50']:.1f} ms |"),
             (f"| scan / (1.5 x encode + search), median over queries (target <= 1) | "
              f"{sp['budget_ratio_p50']:.2f} |"),
+            (f"| the same scans without keypoint verification (`KEYPOINT_WORKS` = 0, each query scanned "
+             f"both ways in turn), p50 / p90; their median ratio | {sp['plain_p50']:.0f} / {sp['plain_p90']:.0f} ms; "
+             f"{sp['plain_ratio_p50']:.2f} |"),
             (f"| other processes' CPU use during these timings ({quiet}) | {sp['others']:.2f} cores "
              f"{'(quiet)' if sp['others'] < QUIET_CORES else '(busy: the figures are slowed down)'} |"),
             (f"| collection on disk ({n_works} works) | {coll_bytes / 1e6:.2f} MB "
