@@ -13,13 +13,13 @@ import importlib.metadata
 import io
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from detector import config, keypoints
+from detector import config
 from detector.encoders import FINGERPRINTS, Encoder, load_encoder, parse_spec
 from detector.errors import EncoderError, EncoderMismatch
 from detector.fingerprints import PDQ_BITS, PdqHash, downscale, pdq_dihedral, pdq_hash, text_shingles, winnow
@@ -58,9 +58,6 @@ class ImageQuery:
     rows: dict[str, np.ndarray]
     boxes: tuple[Box, ...]
     quality: int | None
-    #: The output's ORB keypoints (`detector.keypoints.features`), found on a helper thread while
-    #: the model ran, for a scan that verifies its strongest match; None if not started.
-    keypoints: Future | None = None
 
 
 @functools.cache
@@ -237,10 +234,6 @@ class BoundChannels:
         # of the time); the image is only read by both
         image.load()
         pdq = _helper_threads().submit(pdq_dihedral, image) if self.has("pdq") else None
-        # the keypoints a verification may need, found beside the model too (~6 ms of one core;
-        # cheaper there than after the search, when a scan finds it needs them)
-        points = (_helper_threads().submit(keypoints.features, image)
-                  if regions and config.KEYPOINT_WORKS > 0 and self.region_channel() is not None else None)
         for ch in self.of("image"):
             if ch.kind == "float" and ch.covers == "all":
                 enc = self.encoders[ch.name]
@@ -255,7 +248,7 @@ class BoundChannels:
             hashes = pdq.result()
             quality = hashes[0].quality
             rows["pdq"] = np.stack([h.to_array() for h in hashes])
-        return ImageQuery(rows, tuple(boxes), quality, points)
+        return ImageQuery(rows, tuple(boxes), quality)
 
     # -- texts -----------------------------------------------------------------------------
     def text_vectors(

@@ -124,7 +124,7 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
         out[wid] = ImageEvidence({n: sig.get(n) for n in names},
                                  normalised if sig.get("sscd_normalised") is not None else ignore,
                                  region_of.get(wid, full), work_region_of.get(wid), area)
-    _verify(coll, image, out, query)
+    _verify(coll, image, out)
     region = bound.region_channel()
     if locate and region is not None:
         # the strongest matches, in the order scans report them (score, then work id)
@@ -140,7 +140,7 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     return out
 
 
-def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence], query: ImageQuery) -> None:
+def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> None:
     """Adds `keypoint_inliers` to the `config.KEYPOINT_WORKS` strongest matches that SSCD found
     (normalised score at least `config.KEYPOINT_MIN_SSCD`) with a score under
     `config.KEYPOINT_MAX_SCORE`. Where the inliers lift the score, the work's outline mapped into
@@ -158,7 +158,7 @@ def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence],
         if data is None:
             continue
         if mine is None:
-            mine = query.keypoints.result() if query.keypoints is not None else keypoints.features(image)
+            mine = keypoints.features(image)
         found = keypoints.verify(mine, keypoints.work_features(str(coll.path), wid, data), image.size)
         ev = out[wid]
         lifted = replace(ev, signals={**ev.signals, "keypoint_inliers": float(found.inliers)})
