@@ -137,7 +137,7 @@ def test_a_crop_is_placed_in_the_work() -> None:
 
 def test_a_blurred_crop_scan_names_the_part_of_the_work(art: Detector) -> None:
     coffee = _load("coffee.png")  # 600 x 400
-    m = _scan(art, _jpeg(coffee.crop((200, 100, 500, 320)), 10)).best
+    m = _scan(art, _jpeg(coffee.crop((200, 100, 500, 320)), 5)).best
     assert m.work.title == "coffee" and m.verdict == "copy" and m.transform == "partial"
-    assert m.signals.get("keypoint_inliers", 0) >= 30  # SSCD alone leaves it unsettled at JPEG q10
+    assert m.signals.get("keypoint_inliers", 0) >= 30  # SSCD alone leaves it unsettled at JPEG q5
     assert m.work_region is not None and _iou(m.work_region, Box(200, 100, 500, 320)) >= 0.9, m.work_region
