@@ -12,9 +12,9 @@ For each image channel the output's query rows are searched (`BoundChannels.imag
 - **PDQ**: the smallest Hamming distance over the output's 8 rotations and flips; ignored for
   scoring when the output is too flat for PDQ (quality < 50).
 - **CLIP** (if the collection has it): the whole output's cosine; "similar", never "copy".
-- **Keypoints** (`detector.keypoints`): for the strongest match, if SSCD found it but did
-  not settle, ORB keypoints of the output and the work's thumbnail that agree in one geometry,
-  `keypoint_inliers`, which lift the score (`scoring.verified`).
+- **Keypoints** (`detector.keypoints`): for the strongest match, if SSCD found it but left it
+  short of a copy, the ORB keypoints of the output and of the work's thumbnail that agree in one
+  geometry, `keypoint_inliers`, which lift the score (`scoring.verified`).
 """
 
 from __future__ import annotations
