@@ -8,14 +8,15 @@ from importlib import metadata
 from fastapi import APIRouter
 
 from detector import __version__
+from detector.report import PACKAGES as REPORT_PACKAGES
 from service.deps import PrincipalDep
 from service.schemas import ErrorOut, Health, VersionOut
 
 router = APIRouter(tags=["health"])
 
-#: Distributions whose versions GET /version reports.
-PACKAGES = ("fastapi", "starlette", "pydantic", "numpy", "pillow", "faiss-cpu", "torch", "sentence-transformers",
-            "open_clip_torch", "uvicorn")
+#: Distributions whose versions GET /version reports: those an evidence report records, and the
+#: web stack's.
+PACKAGES = (*REPORT_PACKAGES, "fastapi", "starlette", "pydantic", "uvicorn")
 
 
 def _version(dist: str) -> str | None:
