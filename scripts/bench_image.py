@@ -809,7 +809,7 @@ def speed(det: Detector, main: str, refs: list[PoolImage], samples: list[bytes])
         enc.encode(it.image)
     coll, bound = det._collection(main)
     scan_ms, enc_ms, search_ms, excess, plain_ms, plain_excess = [], [], [], [], [], []
-    verifying = config.KEYPOINT_WORKS
+    verifying, verified = config.KEYPOINT_WORKS, 0
     for it in items:
         # the same scan without keypoint verification first (factor4's own setting, off for one
         # call), then as configured: what verification costs, on the same query, side by side
@@ -821,8 +821,9 @@ def speed(det: Detector, main: str, refs: list[PoolImage], samples: list[bytes])
         finally:
             config.KEYPOINT_WORKS = verifying
         t0 = time.perf_counter()
-        det.scan(main, [it], top=TOP_K)
+        (result,) = det.scan(main, [it], top=TOP_K)
         t1 = time.perf_counter()
+        verified += any("keypoint_inliers" in m.signals for m in result.matches)
         enc.encode(it.image)
         t2 = time.perf_counter()
         # the searches a scan makes, timed alone: the output's rows (whole + regions; PDQ's 8)
@@ -843,6 +844,7 @@ def speed(det: Detector, main: str, refs: list[PoolImage], samples: list[bytes])
     out["budget_ratio_p50"] = float(np.percentile(excess, 50))
     out["plain_p50"], out["plain_p90"] = float(np.percentile(plain_ms, 50)), float(np.percentile(plain_ms, 90))
     out["plain_ratio_p50"] = float(np.percentile(plain_excess, 50))
+    out["verified"] = verified
     out["query_rows"] = len(rows[bound.region_channel().name]) if bound.region_channel() else 1
     out["scans"] = len(items)
     out["others"] = watch.stop()[0]
@@ -1052,6 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
             (f"| the same scans without keypoint verification (`KEYPOINT_WORKS` = 0, each query scanned "
              f"both ways in turn), p50 / p90; their median ratio | {sp['plain_p50']:.0f} / {sp['plain_p90']:.0f} ms; "
              f"{sp['plain_ratio_p50']:.2f} |"),
+            f"| timed scans that verified their strongest match | {sp['verified']} of {sp['scans']} |",
             (f"| other processes' CPU use during these timings ({quiet}) | {sp['others']:.2f} cores "
              f"{'(quiet)' if sp['others'] < QUIET_CORES else '(busy: the figures are slowed down)'} |"),
             (f"| collection on disk ({n_works} works) | {coll_bytes / 1e6:.2f} MB "
