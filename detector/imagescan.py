@@ -141,15 +141,16 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
 
 
 def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> None:
-    """Adds `keypoint_inliers` to the `config.KEYPOINT_WORKS` strongest matches that SSCD found
-    (normalised score at least `config.KEYPOINT_MIN_SSCD`) with a score under
-    `config.KEYPOINT_BELOW`. Where the inliers lift the score, the work's outline mapped into
+    """Adds `keypoint_inliers` to those of the `config.KEYPOINT_WORKS` strongest matches that SSCD
+    found (normalised score at least `config.KEYPOINT_MIN_SSCD`) but scored under
+    `config.KEYPOINT_BELOW`: a scan whose strongest match is settled verifies nothing. Where the inliers lift the score, the work's outline mapped into
     the output by the fitted transform becomes the match's region, and the output's outline
     mapped into the work its work region when that is a clear part of the work (a crop)."""
-    todo = [(ev.score, wid) for wid, ev in out.items()
-            if (ev.signals.get("sscd_normalised") or -1.0) >= config.KEYPOINT_MIN_SSCD
-            and ev.score < config.KEYPOINT_BELOW]
-    todo = sorted(todo, key=lambda p: (-p[0], p[1]))[: config.KEYPOINT_WORKS]  # the scan's order
+    # the strongest matches, in the scan's order; of those, the ones SSCD found but left short
+    strongest = heapq.nsmallest(config.KEYPOINT_WORKS, ((-ev.score, wid) for wid, ev in out.items()))
+    todo = [(-neg, wid) for neg, wid in strongest
+            if (out[wid].signals.get("sscd_normalised") or -1.0) >= config.KEYPOINT_MIN_SSCD
+            and -neg < config.KEYPOINT_BELOW]
     if not todo:
         return
     mine = None

@@ -121,9 +121,17 @@ def test_scans_verify_unsettled_matches_and_report_the_inliers(art: Detector) ->
 
 
 def test_settled_matches_are_not_verified(art: Detector) -> None:
-    m = _scan(art, _load("coins.png")).best
-    assert m.work.title == "coins" and m.score >= config.KEYPOINT_MAX_SCORE
-    assert "keypoint_inliers" not in m.signals
+    """A scan whose strongest match is settled verifies nothing, not even a weaker match."""
+    base = _load("coffee.png").resize((900, 600))
+    base.paste(_load("astronaut.png").resize((300, 300)), (550, 250))
+    buf = io.BytesIO()
+    base.save(buf, "PNG")
+    result = art.scan_item("art", read_item(data=buf.getvalue(), name="collage.png"), top=None)
+    assert result.best.work.title == "coffee" and result.best.score >= config.KEYPOINT_BELOW
+    # weaker matches that SSCD found but left short exist, and are not verified either
+    assert any(m.score < config.KEYPOINT_BELOW and m.signals["sscd_normalised"] >= config.KEYPOINT_MIN_SSCD
+               for m in result.matches)
+    assert not any("keypoint_inliers" in m.signals for m in result.matches)
 
 
 def test_a_crop_is_placed_in_the_work() -> None:
