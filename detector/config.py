@@ -140,9 +140,9 @@ REGION_TOLERANCE = 0.04
 #: least KEYPOINT_MIN_SSCD and whose score is under KEYPOINT_BELOW are verified with local
 #: features against the work's thumbnail (~10 ms a scan that does). A match already scoring
 #: KEYPOINT_BELOW is a copy without it. A lift stops at KEYPOINT_MAX_SCORE, below the matches
-#: other signals settle on their own. One work: with 3,
-#: recall was the same on both seeds of the benchmark and µAP lower (seed 1: 0.994 against
-#: 0.996; the 2nd and 3rd matches of a copy are look-alikes that verification lifts too).
+#: other signals settle on their own. One work: with 3, recall was the same on both seeds of the
+#: benchmark and µAP lower (seed 1: 0.994 against 0.996; the 2nd and 3rd matches of a copy are
+#: look-alikes that verification lifts too).
 KEYPOINT_WORKS = 1
 KEYPOINT_MIN_SSCD = 0.10
 KEYPOINT_BELOW = 0.75
@@ -159,9 +159,10 @@ KEYPOINT_RANSAC_PIXELS = 4.0
 #: Works whose thumbnail features are kept in memory per process (~40 KB each).
 KEYPOINT_CACHE = 256
 #: How inliers lift a score (`scoring.verified`): score = max(score, min(KEYPOINT_MAX_SCORE,
-#: KEYPOINT_WEIGHT * score + KEYPOINT_GAIN * ln(1 + max(0, inliers - KEYPOINT_FREE)))). Unrelated outputs' best works
-#: kept up to ~20 inliers (99th percentile of 581, the most 66); 20 more inliers (to 30) lift a
-#: 0.5 score to 0.74, a copy. Chosen on the benchmark's seed-0 queries, checked on seed 1.
+#: KEYPOINT_WEIGHT * score + KEYPOINT_GAIN * ln(1 + max(0, inliers - KEYPOINT_FREE)))).
+#: Unrelated outputs' best works kept up to ~20 inliers (99th percentile of 581, the most 66);
+#: 30 inliers lift a 0.5 score to 0.74, a copy. Chosen on the benchmark's seed-0 queries,
+#: checked on seed 1.
 KEYPOINT_WEIGHT = 0.5
 KEYPOINT_GAIN = 0.15
 KEYPOINT_FREE = 5

@@ -425,7 +425,7 @@ class Detector:
             with progress(len(outputs), "calibrating", show_progress_bar, unit="output") as bar:
                 for image, exclude in outputs:
                     found = scan_image(coll, bound, image, exclude)
-                    scores.append(max((scoring.combine(ev.signals, ev.ignore) for ev in found.values()), default=0.0))
+                    scores.append(max((ev.score for ev in found.values()), default=0.0))
                     bar.update(1)
             return scores
 

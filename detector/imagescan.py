@@ -127,10 +127,9 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     _verify(coll, image, out)
     region = bound.region_channel()
     if locate and region is not None:
-        # the strongest matches, in the order scans report them (score, then work id)
-        scored = [(-ev.score, wid) for wid, ev in out.items()]
-        for neg, wid in heapq.nsmallest(locate, scored):
-            ev, score = out[wid], -neg
+        for wid in _strongest(out, locate):
+            ev = out[wid]
+            score = ev.score
             whole = ev.signals.get(region.name)
             if ev.region == full and ev.work_region is None and score >= config.SIMILAR_SCORE and \
                     (whole is None or whole < config.LOCATE_MAX_SSCD) and ev.transform(score) != "near-exact":
@@ -140,28 +139,29 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     return out
 
 
+def _strongest(out: dict[str, ImageEvidence], n: int) -> list[str]:
+    """The *n* strongest matches, in the order scans report them (score, then work id)."""
+    return [wid for _, wid in heapq.nsmallest(n, ((-ev.score, wid) for wid, ev in out.items()))]
+
+
 def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> None:
     """Adds `keypoint_inliers` to those of the `config.KEYPOINT_WORKS` strongest matches that SSCD
     found (normalised score at least `config.KEYPOINT_MIN_SSCD`) but scored under
-    `config.KEYPOINT_BELOW`: a scan whose strongest match is settled verifies nothing. Where the inliers lift the score, the work's outline mapped into
-    the output by the fitted transform becomes the match's region, and the output's outline
-    mapped into the work its work region when that is a clear part of the work (a crop)."""
-    # the strongest matches, in the scan's order; of those, the ones SSCD found but left short
-    strongest = heapq.nsmallest(config.KEYPOINT_WORKS, ((-ev.score, wid) for wid, ev in out.items()))
-    todo = [(-neg, wid) for neg, wid in strongest
-            if (out[wid].signals.get("sscd_normalised") or -1.0) >= config.KEYPOINT_MIN_SSCD
-            and -neg < config.KEYPOINT_BELOW]
-    if not todo:
-        return
+    `config.KEYPOINT_BELOW`: a scan whose strongest match is settled verifies nothing. Where the
+    inliers lift the score, the work's outline mapped into the output by the fitted transform
+    becomes the match's region, and the output's outline mapped into the work its work region
+    when that is a clear part of the work (a crop)."""
     mine = None
-    for _, wid in todo:
-        data = coll.thumbnail(wid)
-        if data is None:
+    for wid in _strongest(out, config.KEYPOINT_WORKS):
+        ev = out[wid]
+        if (ev.signals.get("sscd_normalised") or -1.0) < config.KEYPOINT_MIN_SSCD or ev.score >= config.KEYPOINT_BELOW:
+            continue
+        theirs = keypoints.work_features(str(coll.path), wid, lambda wid=wid: coll.thumbnail(wid))
+        if theirs is None:
             continue
         if mine is None:
             mine = keypoints.features(image)
-        found = keypoints.verify(mine, keypoints.work_features(str(coll.path), wid, data), image.size)
-        ev = out[wid]
+        found = keypoints.verify(mine, theirs, image.size)
         lifted = replace(ev, signals={**ev.signals, "keypoint_inliers": float(found.inliers)})
         if found.region is not None and lifted.score > ev.score:
             # the fitted transform places the work to the pixel; SSCD's regions to a ninth

@@ -20,14 +20,14 @@ Uses OpenCV (``opencv-python-headless``).
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from detector import config
+from detector.memo import Recent
 from detector.results import Box
 
 
@@ -119,23 +119,17 @@ def _mapped_box(affine: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, 
     return mapped.min(axis=0), mapped.max(axis=0)
 
 
-_WORK_FEATURES: OrderedDict[tuple[str, str], Features] = OrderedDict()
-_WORK_FEATURES_LOCK = threading.Lock()
+_WORK_FEATURES: Recent[tuple[str, str], Features | None] = Recent(lambda: config.KEYPOINT_CACHE)
 
 
-def work_features(collection_path: str, work_id: str, thumbnail: bytes) -> Features:
-    """Features of a work's thumbnail, the last `config.KEYPOINT_CACHE` kept (a work id names
-    its content, so an entry never goes stale)."""
-    key = (collection_path, work_id)
-    with _WORK_FEATURES_LOCK:
-        hit = _WORK_FEATURES.get(key)
-        if hit is not None:
-            _WORK_FEATURES.move_to_end(key)
-            return hit
-    with Image.open(io.BytesIO(thumbnail)) as im:
-        found = features(im)
-    with _WORK_FEATURES_LOCK:
-        _WORK_FEATURES[key] = found
-        while len(_WORK_FEATURES) > config.KEYPOINT_CACHE:
-            _WORK_FEATURES.popitem(last=False)
-    return found
+def work_features(collection_path: str, work_id: str, thumbnail: Callable[[], bytes | None]) -> Features | None:
+    """Features of a work's thumbnail (read with *thumbnail* only when not kept), the last
+    `config.KEYPOINT_CACHE` kept; None for a work without one."""
+    def find() -> Features | None:
+        data = thumbnail()
+        if data is None:
+            return None
+        with Image.open(io.BytesIO(data)) as im:
+            return features(im)
+
+    return _WORK_FEATURES.get((collection_path, work_id), find)

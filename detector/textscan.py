@@ -21,8 +21,7 @@ The result per work is a set of signals (see `detector.scoring`) and the spans.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -32,6 +31,7 @@ from detector.align import Alignment, align
 from detector.channels import BoundChannels
 from detector.errors import InputError
 from detector.fingerprints import text_shingles, word_keys
+from detector.memo import Recent
 from detector.results import TextSpan
 from detector.works import split_passages
 from indexes import Collection
@@ -191,26 +191,17 @@ def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
     return sorted(out)
 
 
-_WHOLE_TEXTS: OrderedDict[tuple[str, str], tuple[str, np.ndarray, np.ndarray]] = OrderedDict()
-_WHOLE_TEXTS_LOCK = threading.Lock()
+_WHOLE_TEXTS: Recent[tuple[str, str], tuple[str, np.ndarray, np.ndarray]] = Recent(
+    lambda: config.WHOLE_TEXT_CACHE)
 
 
 def _whole_text(coll: Collection, wid: str) -> tuple[str, np.ndarray, np.ndarray]:
-    """A work's text with its word keys and spans; the last `config.WHOLE_TEXT_CACHE` are kept
-    (a work id names its content, so an entry never goes stale)."""
-    key = (str(coll.path), wid)
-    with _WHOLE_TEXTS_LOCK:
-        hit = _WHOLE_TEXTS.get(key)
-        if hit is not None:
-            _WHOLE_TEXTS.move_to_end(key)
-            return hit
-    body = coll.text(wid) or ""
-    value = (body, *word_keys(body))
-    with _WHOLE_TEXTS_LOCK:
-        _WHOLE_TEXTS[key] = value
-        while len(_WHOLE_TEXTS) > config.WHOLE_TEXT_CACHE:
-            _WHOLE_TEXTS.popitem(last=False)
-    return value
+    """A work's text with its word keys and spans; the last `config.WHOLE_TEXT_CACHE` are kept."""
+    def read() -> tuple[str, np.ndarray, np.ndarray]:
+        body = coll.text(wid) or ""
+        return (body, *word_keys(body))
+
+    return _WHOLE_TEXTS.get((str(coll.path), wid), read)
 
 
 @dataclass(frozen=True)

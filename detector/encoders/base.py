@@ -47,6 +47,20 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, np.float32(1e-12))
 
 
+def session_options() -> Any:
+    """ONNX Runtime options for factor4's graphs (SSCD, MiniLM): errors only, and threads that
+    sleep when idle.
+
+    ONNX Runtime's threads spin for a while after each run; on a small machine that starves
+    what follows (FAISS's OpenMP search took 10x longer right after an encode)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def default_show_progress_bar() -> bool:
     """Show a progress bar when factor4's log level is INFO or DEBUG (sentence-transformers' rule)."""
     return logger.getEffectiveLevel() <= logging.INFO

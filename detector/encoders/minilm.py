@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.encoders.base import Encoder, batches
+from detector.encoders.base import Encoder, batches, session_options
 from detector.errors import ModelUnavailable
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,6 @@ class MiniLMEncoder(Encoder):
                            "sentence-transformers, which is slower", type(exc).__name__, exc)
             return None
         import onnxruntime as ort
-
-        from detector.encoders.sscd import session_options
 
         return ort.InferenceSession(graph, sess_options=session_options(),
                                     providers=["CPUExecutionProvider"])

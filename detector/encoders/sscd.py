@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from detector import config
-from detector.encoders.base import Encoder, batches
+from detector.encoders.base import Encoder, batches, session_options
 from detector.errors import EncoderError, ModelUnavailable
 
 logger = logging.getLogger(__name__)
@@ -142,19 +142,6 @@ def head_graph(head: GemHead) -> Any:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8  # what ONNX Runtime releases of the last years all read
     return model
-
-
-def session_options() -> Any:
-    """ONNX Runtime options for the SSCD graphs: errors only, and threads that sleep when idle.
-
-    ONNX Runtime's threads spin for a while after each run; on a small machine that starves
-    what follows (FAISS's OpenMP search took 10x longer right after an encode)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
 
 
 def read_gem_head(model_path: Path) -> tuple[bytes, GemHead]:
