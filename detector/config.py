@@ -35,6 +35,10 @@ TEXT_EXTENSIONS = (".txt", ".md")
 #: A passage is this many words; consecutive passages overlap by PASSAGE_OVERLAP words.
 PASSAGE_WORDS = 120
 PASSAGE_OVERLAP = 40
+#: An output is searched in windows of PASSAGE_WORDS words that overlap by this many, fewer than
+#: the stored passages do: each window costs one MiniLM forward pass of the scan, and a window
+#: still overlaps some stored passage by at least 80 words (1,000 words: 10 windows, not 12).
+WINDOW_OVERLAP = 20
 #: Word n-gram length of the exact text fingerprint.
 SHINGLE_WORDS = 5
 #: Winnowing window: a work stores the smallest of every SHINGLE_WINNOW consecutive shingle keys
@@ -76,6 +80,8 @@ ALIGN_EXTRA_CELLS = 60_000_000
 CHARS_PER_WORD = 6
 #: Whole works kept tokenised in memory for alignment.
 WHOLE_TEXT_CACHE = 64
+#: Words whose keys (see fingerprints.word_keys) a process keeps, for the texts it aligns.
+WORD_KEY_CACHE = 200_000
 #: Most characters of one work aligned with one output.
 ALIGN_MAX_REGION_CHARS = 400_000
 #: A phrase held by at least this many works of a collection is common text: reported, discounted.

@@ -283,11 +283,25 @@ def winnow(keys: np.ndarray, window: int = config.SHINGLE_WINNOW) -> np.ndarray:
     return np.unique(rightmost + np.arange(len(views)))
 
 
+#: Keys of words seen recently (raw word -> key), shared by every word_keys call of the process;
+#: emptied when it holds more than config.WORD_KEY_CACHE words. Texts repeat most of their words,
+#: so a scan's regions hash few new ones.
+_WORD_KEYS: dict[str, int] = {}
+
+
 def word_keys(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Each word of *text* as an int64 key of its normalised form (equal words, equal keys), and
     the words' (start, end) character spans: what the text aligner compares."""
     raw_words, spans = _split_words(text)
-    distinct = list(dict.fromkeys(raw_words))
-    forms = dict(zip(distinct, _keys(normalise_word(w).encode("utf-8") for w in distinct).tolist(), strict=True))
-    keys = np.fromiter((forms[w] for w in raw_words), dtype=np.int64, count=len(raw_words))
+    cache = _WORD_KEYS
+    get = cache.get
+    known = {w: get(w) for w in raw_words}  # this call's own view: other threads may empty the cache
+    missing = [w for w, k in known.items() if k is None]
+    if missing:
+        fresh = dict(zip(missing, _keys(normalise_word(w).encode("utf-8") for w in missing).tolist(), strict=True))
+        known.update(fresh)
+        if len(cache) + len(fresh) > config.WORD_KEY_CACHE:
+            cache.clear()
+        cache.update(fresh)
+    keys = np.fromiter(map(known.__getitem__, raw_words), dtype=np.int64, count=len(raw_words))
     return keys, spans

@@ -2,8 +2,9 @@
 
 Three steps, each cheap enough for a large collection:
 
-1. **Candidates.** The output is cut into windows (`config.PASSAGE_WORDS` words, overlapping)
-   and each window's embedding is searched among the works' passage embeddings; separately,
+1. **Candidates.** The output is cut into windows (`config.PASSAGE_WORDS` words, overlapping
+   by `config.WINDOW_OVERLAP`) and each window's embedding is searched among the works'
+   passage embeddings; separately,
    every word 5-gram of the output is looked up among the works' stored (winnowed) shingle
    keys. Both search windows and n-grams, not the whole output, so a short excerpt buried in
    a long output still finds its source. The works with the most shingle hits and the best
@@ -21,6 +22,7 @@ The result per work is a set of signals (see `detector.scoring`) and the spans.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -33,7 +35,7 @@ from detector.errors import InputError
 from detector.fingerprints import text_shingles, word_keys
 from detector.memo import Recent
 from detector.results import TextSpan
-from detector.works import split_passages
+from detector.works import Passage, split_passages
 from indexes import Collection
 
 
@@ -74,10 +76,15 @@ def check_output(text: str, label: str) -> tuple[np.ndarray, np.ndarray]:
     return keys, spans
 
 
+def output_windows(text: str) -> list[Passage]:
+    """The windows of an output that a scan embeds and searches (`config.WINDOW_OVERLAP`)."""
+    return split_passages(text, config.PASSAGE_WORDS, config.WINDOW_OVERLAP)
+
+
 def embed_windows(bound: BoundChannels, texts: list[str], show_progress_bar: bool | None = False
                   ) -> list[dict[str, np.ndarray]]:
     """Per output text, its windows' vectors for each embedding channel, encoded in one batch."""
-    windows = [split_passages(t) for t in texts]
+    windows = [output_windows(t) for t in texts]
     flat = [w.text for ws in windows for w in ws]
     bounds = np.cumsum([0] + [len(ws) for ws in windows])
     out: list[dict[str, np.ndarray]] = [{} for _ in texts]
@@ -101,7 +108,7 @@ def scan_text(
     *vectors* are the text's window vectors if already encoded (see `embed_windows`)."""
     out_keys, out_spans = check_output(text, label)
     hits: dict[str, _Hits] = defaultdict(_Hits)
-    windows = split_passages(text)
+    windows = output_windows(text)
     embed = [c for c in bound.of("text") if c.kind == "float"]
     for ch in embed:
         vecs = vectors[ch.name] if vectors is not None else bound.encoders[ch.name].encode([w.text for w in windows])
@@ -226,11 +233,8 @@ def _align_work(
         regions: list[tuple[int, int]] = []
     else:
         regions = _regions(h, out_chars)
-    for a, b in regions:
-        body = coll.text_slice(wid, a, b)
-        keys, spans = word_keys(body)
-        region = _Region(a, body, spans)
-        found.extend((al, region) for al in align(out_keys, keys))
+    if regions:
+        found.extend(_align_regions(out_keys, [(a, coll.text_slice(wid, a, b)) for a, b in regions]))
     found.sort(key=lambda f: (-f[0].matched, f[0].out_start))
     claimed = np.zeros(len(out_keys), dtype=bool)
     kept = []
@@ -241,6 +245,33 @@ def _align_work(
         claimed[lo:hi] = True
         kept.append((al, region))
     return kept
+
+
+def _align_regions(out_keys: np.ndarray, bodies: list[tuple[int, str]]) -> list[tuple[Alignment, _Region]]:
+    """Alignments of the output with several regions of one work, in one `align` call: the
+    regions' words are laid end to end with filler keys between them, more than any gap the
+    aligner bridges, so no alignment spans two regions. Pieces come back in region words."""
+    keyed = [word_keys(body) for _, body in bodies]
+    regions = [_Region(start, body, spans) for (start, body), (_, spans) in zip(bodies, keyed, strict=True)]
+    filler = np.int64(np.iinfo(np.int64).min)
+    present = set(out_keys.tolist()) if len(out_keys) else set()
+    while int(filler) in present:  # a key no output word has
+        filler += 1
+    apart = np.full(config.ALIGN_GAP + config.ALIGN_CHAIN_GAP + 2, filler, dtype=np.int64)
+    parts: list[np.ndarray] = []
+    offsets: list[int] = []
+    at = 0
+    for keys, _ in keyed:
+        offsets.append(at)
+        parts.extend((keys, apart))
+        at += len(keys) + len(apart)
+    found = []
+    for al in align(out_keys, np.concatenate(parts)):
+        k = bisect.bisect_right(offsets, al.pieces[0].work_start) - 1
+        off = offsets[k]
+        pieces = tuple(replace(p, work_start=p.work_start - off, work_end=p.work_end - off) for p in al.pieces)
+        found.append((replace(al, pieces=pieces), regions[k]))
+    return found
 
 
 def _evidence(

@@ -689,7 +689,7 @@ def scan_collection(label: str, home: Path, meta: dict[str, Any], probes: dict[s
         t0 = time.perf_counter()
         result = det.scan_item(COLLECTION, item)
         stats.total_ms.append((time.perf_counter() - t0) * 1000)
-        windows = [p.text for p in split_passages(q.text)]
+        windows = [p.text for p in textscan.output_windows(q.text)]
         t0 = time.perf_counter()
         encoder.encode(windows, show_progress_bar=False)
         stats.encode_ms.append((time.perf_counter() - t0) * 1000)
@@ -920,7 +920,7 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
         )
         lines.append("")
         lines.append("Whole `Detector.scan_item` (collection open and calibrated, one warm-up scan first). "
-                     "'encode' is `minilm.encode` of the output's `split_passages` windows timed alone, right "
+                     "'encode' is `minilm.encode` of the output's `textscan.output_windows` timed alone, right "
                      "after each scan; 'rest' = scan - encode (vector search, postings lookup, reading stored "
                      "text, alignment, scoring). 'no-excerpt flagged': outputs of random words with no excerpt "
                      "whose top match was not 'unrelated' (the synthetic vectors mix embeddings of random-word "

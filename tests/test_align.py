@@ -123,3 +123,43 @@ def test_winnowing_keeps_a_key_of_every_shared_run_of_eight_words(pre: list, pos
     kept_a = set(a.keys[winnow(a.keys, 4)].tolist())
     kept_b = set(b.keys[winnow(b.keys, 4)].tolist())
     assert kept_a & kept_b
+
+
+def test_word_keys_are_the_same_whatever_the_word_cache_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detector import config, fingerprints
+
+    text = "Thou art more lovely and more temperate; rough winds do shake the darling buds of May."
+    fingerprints._WORD_KEYS.clear()
+    cold, spans = word_keys(text)
+    warm, _ = word_keys(text)  # every word now from the cache
+    monkeypatch.setattr(config, "WORD_KEY_CACHE", 3)  # the cache empties itself on almost every call
+    tiny = [word_keys(text)[0] for _ in range(3)]
+    assert cold.tolist() == warm.tolist() and all(t.tolist() == cold.tolist() for t in tiny)
+    assert len(fingerprints._WORD_KEYS) <= len(set(text.split()))
+    assert cold[5] == cold[2]  # "more" twice: one key
+    assert text[spans[-1][0] : spans[-1][1]] == "May"
+
+
+def test_regions_aligned_together_keep_their_own_offsets_and_never_join() -> None:
+    from detector.textscan import _align_regions
+
+    rng_words = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(20_000)]
+    work = " ".join(rng_words.choice(vocab, 3000))
+    work_words = work.split()
+    # region A ends with words 1000..1199 of the work, region B starts at 1200: a stretch copied
+    # across that boundary must come back as two alignments, one per region
+    a_start = work.index(" ".join(work_words[900:905]))
+    a_end = len(" ".join(work_words[:1200]))
+    b_start = a_end + 1
+    b_end = len(" ".join(work_words[:1400]))
+    filler = " ".join(rng_words.choice([f"x{i}" for i in range(5000)], 100))
+    output = f"{filler} {' '.join(work_words[1150:1250])} {filler}"
+    out_keys, _ = word_keys(output)
+    found = _align_regions(out_keys, [(a_start, work[a_start:a_end]), (b_start, work[b_start:b_end])])
+    assert sorted(al.matched for al, _ in found) == [50, 50]
+    for al, region in found:
+        (piece,) = al.pieces
+        got = region.body[region.spans[piece.work_start][0] : region.spans[piece.work_end - 1][1]]
+        assert got in (" ".join(work_words[1150:1200]), " ".join(work_words[1200:1250]))
+        assert work[region.start + region.spans[piece.work_start][0] :].startswith(got)
