@@ -63,6 +63,8 @@ from typing import Any
 
 import numpy as np
 
+import indexes.collection as collection_mod
+
 # imported up front, so the whole run uses the factor4 code as it was at start
 from detector import config, textscan
 from detector.channels import BoundChannels, channel_spec
@@ -760,6 +762,15 @@ class AtScale:
     single_passages: int
     single_s: float
     single_encode_s: float
+    #: (vectors moved, seconds) of Writer.merge_deltas + its commit, after the plays' add and
+    #: after the single play's: two sizes, so fixed and per-vector costs can be told apart
+    merges: list[tuple[int, float]] = field(default_factory=list)
+
+    def merge_cost(self) -> tuple[float, float]:
+        """(fixed seconds, seconds per vector) of a merge, fitted through the two merges."""
+        (m1, t1), (m2, t2) = self.merges
+        per = max(0.0, (t1 - t2) / (m1 - m2)) if m1 != m2 else t1 / max(m1, 1)
+        return max(0.0, t1 - m1 * per), per
 
 
 def measure_ingest_at_scale(home: Path, plays: dict[str, str], names: list[str], single: str,
@@ -787,17 +798,36 @@ def measure_ingest_at_scale(home: Path, plays: dict[str, str], names: list[str],
         if len(report.added) != len(names):
             raise RuntimeError(f"ingest at scale added {len(report.added)} of {len(names)} plays: {report}")
         log.info("Detector.add of %d plays into the %d-passage copy: %.1f s", len(names), before, batch_s)
+        det.close()
+        merges = [merge_deltas(collection_dir(copy_home))]  # what those plays left in the delta
         single_passages = [p.text for p in split_passages(plays[single])]
         t0 = time.perf_counter()
         encoder.encode(single_passages, show_progress_bar=False)
         single_encode_s = time.perf_counter() - t0
+        det = Detector(copy_home)
+        det.manifest(COLLECTION)
         t0 = time.perf_counter()
         det.add(COLLECTION, [one], show_progress_bar=False)
         single_s = time.perf_counter() - t0
         log.info("Detector.add of %s alone: %.1f s (its raw encode: %.1f s)", single, single_s, single_encode_s)
         det.close()
+        merges.append(merge_deltas(collection_dir(copy_home)))
     return AtScale(before, manifest.channel("minilm").factory, batch_s, open_s, single, len(single_passages),
-                   single_s, single_encode_s)
+                   single_s, single_encode_s, merges)
+
+
+def merge_deltas(path: Path) -> tuple[int, float]:
+    """(vectors moved, seconds) of merging a collection's delta indexes into its main ones."""
+    coll = Collection.open(path)
+    try:
+        t0 = time.perf_counter()
+        with coll.writer() as w:
+            moved = w.merge_deltas()
+        seconds = time.perf_counter() - t0
+    finally:
+        coll.close()
+    log.info("merged %d delta vectors into the main index of %s: %.1f s", moved, path, seconds)
+    return moved, seconds
 
 
 def measure_ingest(plays: dict[str, str], names: list[str], encoder: Any) -> IngestStats:
@@ -892,9 +922,19 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
                   f"{a.single_encode_s:.1f} s)")]],
             )
             lines.append("")
+            every = collection_mod.DELTA_MAX_VECTORS
+            fixed, per = a.merge_cost()
+            merge_full = fixed + every * per
+            with_merges = ingest.passages / (a.batch_s + ingest.passages * merge_full / every)
             lines.append(f"Opening the copy (loading its index, not timed above) took {a.open_s:.1f} s. Each add "
-                         "call ends with a commit, which copies the whole vector index (a serialise round trip "
-                         "on the first change of a write session) and writes it to a new file.")
+                         "call ends with a commit that writes only the delta index of recent additions "
+                         "(`indexes.collection`); the main index is rewritten when the delta is merged into it, "
+                         f"once every {every:,} added passages at this size (`DELTA_MAX_VECTORS`). Merges timed "
+                         "in the same run: " + ", ".join(f"{m:,} vectors {t:.1f} s" for m, t in a.merges)
+                         + f"; fitted, {fixed:.1f} s + {per * 1000:.2f} ms per vector, so a merge of {every:,} "
+                         f"takes ~{merge_full:.0f} s. Adding its share to the {len(ingest.plays)} plays' add: "
+                         f"{with_merges:,.1f} passages/s, **{with_merges / ingest.raw_rate:.2f}** of the raw "
+                         "encode rate.")
             lines.append("")
     if scans:
         lines.append("## Scan of a 1,000-word output")

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 DIM = 256  # float dims; also the binary channel's bits
 SEGS = 2  # segments (= vectors per channel) per work
 BLOCK = 10  # works per commit
-PREFILL = 3000  # works added before the first kill, so every commit rewrites ~6 MB of index
+PREFILL = 3000  # works added before the first kill: commits write a delta and now and then merge it into ~6 MB of index
 SPECS = (
     ChannelSpec("emb", "synthetic:v1", "image", "float", DIM, "ip", "IDMap2,Flat"),
     ChannelSpec("bits", "synthetic-hash", "image", "binary", DIM, "hamming", "IDMap2,BFlat"),
@@ -146,16 +146,22 @@ class Child:
 # --- checks --------------------------------------------------------------------------------
 
 def stored_vectors(coll: Collection, channel: str) -> dict[int, np.ndarray]:
-    """Every vector of an IDMap2 index by its id."""
-    index = coll._indexes[channel]
-    ids = faiss.vector_to_array(index.id_map)
-    if isinstance(index, faiss.IndexBinary):
-        inner = faiss.downcast_IndexBinary(index.index)
-        rows = faiss.vector_to_array(inner.xb).reshape(-1, inner.code_size)
-    else:
-        rows = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
-    assert len(ids) == len(rows) == index.ntotal
-    return dict(zip(ids.tolist(), rows, strict=True))
+    """Every vector of a channel (its main and delta IDMap2 indexes) by its id."""
+    out: dict[int, np.ndarray] = {}
+    vectors = coll._indexes[channel]
+    for index in (vectors.main, vectors.delta):
+        if index is None:
+            continue
+        ids = faiss.vector_to_array(index.id_map)
+        if isinstance(index, faiss.IndexBinary):
+            inner = faiss.downcast_IndexBinary(index.index)
+            rows = faiss.vector_to_array(inner.xb).reshape(-1, inner.code_size)
+        else:
+            rows = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
+        assert len(ids) == len(rows) == index.ntotal
+        assert not set(ids.tolist()) & set(out), "an id in both the main and the delta index"
+        out.update(zip(ids.tolist(), rows, strict=True))
+    return out
 
 
 def check_synthetic(coll: Collection) -> int:
@@ -235,7 +241,7 @@ def test_sigkill_during_adds_leaves_a_committed_state(tmp_path: Path) -> None:
             with Collection.open(path) as coll:
                 n = check_synthetic(coll)
                 gen = coll.generation
-                strays = sorted(files - set(coll._files.values()))
+                strays = sorted(files - {*coll._files.values(), *coll._deltas.values()})
             assert n in allowed and n % BLOCK == 0, (round_no, n, child.lines[-4:], strays)
             traces.append((word, nth, delay, n - committed, strays, manifest_gen != gen))
             watcher.refresh()
@@ -249,12 +255,12 @@ def test_sigkill_during_adds_leaves_a_committed_state(tmp_path: Path) -> None:
         # a new writer recovers (removes what the killed commits left) and adds more works
         with Collection.open(path) as coll:
             with coll.writer() as w:
-                assert sorted(p.name for p in (path / "vectors").iterdir()) == sorted(coll._files.values())
+                assert sorted(p.name for p in (path / "vectors").iterdir()) == sorted([*coll._files.values(), *coll._deltas.values()])
                 for i in range(seen_states[-1], seen_states[-1] + 2 * BLOCK):
                     assert w.add_work(*synthetic_work(i))
                     assert w.add_work(*synthetic_work(i)) is False
             assert check_synthetic(coll) == seen_states[-1] + 2 * BLOCK
-            assert sorted(p.name for p in (path / "vectors").iterdir()) == sorted(coll._files.values())
+            assert sorted(p.name for p in (path / "vectors").iterdir()) == sorted([*coll._files.values(), *coll._deltas.values()])
             assert not [p for p in path.iterdir() if p.name.endswith(".tmp")]
         assert watcher.refresh() and len(watcher) == seen_states[-1] + 2 * BLOCK
     finally:
@@ -377,4 +383,4 @@ def test_sigkill_during_detector_add_then_rerun_completes(tmp_path: Path, many_w
     with Collection.open(path) as coll:
         assert coll.check() == [] and len(coll) == len(files)
         assert coll._indexes["pdq"].ntotal == n_images
-        assert sorted(p.name for p in (path / "vectors").iterdir()) == sorted(coll._files.values())
+        assert sorted(p.name for p in (path / "vectors").iterdir()) == sorted([*coll._files.values(), *coll._deltas.values()])

@@ -485,7 +485,7 @@ def test_reader_snapshot_survives_removal_and_reused_segment_ids(store: Store, c
 
 def test_manifest_matches_after_each_commit(coll: Collection) -> None:
     m = read_manifest(coll)
-    assert m["format_version"] == FORMAT_VERSION == 3 and m["name"] == "refs" and m["generation"] == 0
+    assert m["format_version"] == FORMAT_VERSION == 4 and m["name"] == "refs" and m["generation"] == 0
     assert m["channels"] == [s.to_dict() for s in SPECS]
     emb = m["channels"][0]
     assert (emb["encoder"], emb["dim"], emb["metric"], emb["factory"], emb["weights_sha256"]) == (
@@ -712,3 +712,99 @@ def test_write_atomic_concurrent_writers(tmp_path: Path) -> None:
     assert errors == []
     assert target.read_bytes() in payloads
     assert os.listdir(tmp_path) == ["manifest.json"]
+
+
+# --- delta indexes -------------------------------------------------------------------------
+
+def _brute(coll: Collection, query: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
+    """Exact inner-product top k over every stored float vector, from the catalog's segment ids."""
+    ids = [r[0] for r in coll.db.execute("SELECT id FROM segments ORDER BY id")]
+    vecs = coll.vectors("emb", ids)
+    scores = vecs @ query
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [ids[i] for i in order], scores[order]
+
+
+def test_small_additions_go_to_a_delta_file_and_are_merged_later(store: Store) -> None:
+    coll = store.create("refs", SPECS)
+    fill(coll, n_images=100, nseg=2)  # 200 vectors: a 5 % delta holds up to 10
+    main_files = dict(coll._files)
+    assert coll._deltas == {}  # the first commit had no main vectors: merged at once
+    with coll.writer() as w:
+        for i in range(100, 103):  # 6 vectors: stay in the delta
+            assert w.add_work(*image_work(i, 2))
+    assert coll._files == main_files, "a small addition must not rewrite the main index"
+    assert sorted(coll._deltas) == ["bits", "emb"]
+    assert sorted(p.name for p in (coll.path / "vectors").iterdir()) == sorted(
+        [*main_files.values(), *coll._deltas.values()])
+    assert coll.manifest.counts["vectors.emb"] == 206 and coll.check() == []
+    for i in (5, 101):  # one work in the main index, one in the delta: both found, merged by score
+        query = image_work(i, 2)[2]["emb"][0]
+        scores, ids = coll.search("emb", query[None, :], 10)
+        want_ids, want_scores = _brute(coll, query, 10)
+        assert ids[0].tolist() == want_ids
+        np.testing.assert_allclose(scores[0], want_scores, rtol=1e-5)
+        bits = image_work(i, 2)[2]["bits"][:1]
+        dist, hit = coll.search("bits", bits, 3)
+        assert dist[0, 0] == 0 and coll.segments([int(hit[0, 0])])[int(hit[0, 0])].work_id == image_work(i)[0].id
+    # another process (here: another object) reads the delta from disk
+    again = Collection.open(coll.path)
+    assert again.search("emb", image_work(101, 2)[2]["emb"][:1], 10)[1].tolist() == \
+        coll.search("emb", image_work(101, 2)[2]["emb"][:1], 10)[1].tolist()
+    assert again.manifest.counts == coll.manifest.counts and again.check() == []
+    again.close()
+    # removing works from either tier
+    with coll.writer() as w:
+        assert w.remove_work(image_work(101)[0].id) and w.remove_work(image_work(7)[0].id)
+    assert coll.manifest.counts["vectors.emb"] == 202 and coll.check() == []
+    assert image_work(101)[0].id not in {
+        s.work_id for s in coll.segments(coll.search("emb", image_work(101, 2)[2]["emb"][:1], 5)[1][0].tolist()).values()}
+    # merged on request (the delta holds works 100 and 102 now)
+    with coll.writer() as w:
+        assert w.merge_deltas() == 4 + 4  # two works of two segments, in both channels
+    assert coll._deltas == {} and coll._files != main_files and coll.check() == []
+    main_files = dict(coll._files)
+    with coll.writer() as w:
+        assert w.add_work(*image_work(102 + 1000, 2))  # a fresh delta again
+    assert sorted(coll._deltas) == ["bits", "emb"] and coll._files == main_files
+    # past 5 % of the main index the delta is merged: one new main file, no delta
+    with coll.writer() as w:
+        for i in range(103, 110):
+            assert w.add_work(*image_work(i, 2))
+    assert coll._deltas == {} and coll._files != main_files
+    assert sorted(p.name for p in (coll.path / "vectors").iterdir()) == sorted(coll._files.values())
+    assert coll.manifest.counts["vectors.emb"] == 218 and coll.check() == []
+    query = image_work(105, 2)[2]["emb"][1]
+    assert coll.search("emb", query[None, :], 10)[1][0].tolist() == _brute(coll, query, 10)[0]
+    coll.close()
+
+
+def test_a_failed_add_leaves_no_vector_in_the_delta(store: Store) -> None:
+    coll = store.create("refs", SPECS)
+    fill(coll, n_images=100, nseg=2)
+    with coll.writer() as w:
+        assert w.add_work(*image_work(201, 2))
+        # the text cannot be stored: this fails after the work's vectors went into the delta
+        with pytest.raises(sqlite3.Error):
+            w.add_work(*image_work(200, 2), text=["not", "a", "str"])  # type: ignore[arg-type]
+        assert w._own["emb"].delta.ntotal == 2  # only work 201's
+    assert coll.manifest.counts["vectors.emb"] == 202 == coll.manifest.counts["segments"]
+    assert coll.check() == [] and sorted(coll._deltas) == ["bits", "emb"]
+    coll.close()
+
+
+def test_a_version_3_collection_is_read_and_upgraded(store: Store) -> None:
+    coll = store.create("refs", SPECS)
+    fill(coll, n_images=3)
+    coll.close()
+    with sqlite3.connect(coll.path / "catalog.sqlite") as db:  # what factor4 before deltas wrote
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
+        db.execute("DELETE FROM meta WHERE key = 'deltas'")
+    db.close()
+    old = Collection.open(coll.path)
+    assert old.manifest.format_version == 3 and old.manifest.counts["vectors.emb"] == 6
+    with old.writer() as w:
+        assert w.add_work(*image_work(3, 2))
+    assert old.manifest.format_version == FORMAT_VERSION == 4 and old.check() == []
+    old.close()
+    assert Collection.open(coll.path).manifest.format_version == 4
