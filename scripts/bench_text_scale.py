@@ -922,14 +922,16 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
                   f"{a.single_encode_s:.1f} s)")]],
             )
             lines.append("")
-            every = collection_mod.DELTA_MAX_VECTORS
+            every = max(1, min(collection_mod.DELTA_MAX_VECTORS,
+                               int(collection_mod.DELTA_MAX_SHARE * a.passages_before)))
             fixed, per = a.merge_cost()
             merge_full = fixed + every * per
             with_merges = ingest.passages / (a.batch_s + ingest.passages * merge_full / every)
             lines.append(f"Opening the copy (loading its index, not timed above) took {a.open_s:.1f} s. Each add "
                          "call ends with a commit that writes only the delta index of recent additions "
                          "(`indexes.collection`); the main index is rewritten when the delta is merged into it, "
-                         f"once every {every:,} added passages at this size (`DELTA_MAX_VECTORS`). Merges timed "
+                         f"once every {every:,} added passages at this size (`DELTA_MAX_VECTORS`, "
+                         "`DELTA_MAX_SHARE`). Merges timed "
                          "in the same run: " + ", ".join(f"{m:,} vectors {t:.1f} s" for m, t in a.merges)
                          + f"; fitted, {fixed:.1f} s + {per * 1000:.2f} ms per vector, so a merge of {every:,} "
                          f"takes ~{merge_full:.0f} s. Adding its share to the {len(ingest.plays)} plays' add: "
