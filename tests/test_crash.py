@@ -58,8 +58,8 @@ def synthetic_work(i: int) -> tuple[WorkRecord, list[SegmentRecord], dict[str, n
 
 
 def child_add_forever(path: str) -> None:
-    """Child process: add works 0, 1, 2, ... after the ones stored, committing every BLOCK works.
-    Prints `committing N` just before a commit of N works and `committed N` after it."""
+    """Child process: add works 0, 1, 2, ... after the ones stored, committing every BLOCK works
+    (every other commit merges the delta index into the main one). Prints `committing N` just before a commit of N works and `committed N` after it."""
     coll = Collection.open(path)
     n = len(coll)
     print(f"ready {n}", flush=True)
@@ -68,6 +68,8 @@ def child_add_forever(path: str) -> None:
             for _ in range(BLOCK):
                 assert w.add_work(*synthetic_work(n))
                 n += 1
+            if (n // BLOCK) % 2 == 0:
+                w.merge_deltas()  # every other commit rewrites the main index, the others a delta
             print(f"committing {n}", flush=True)
             w.commit()
             print(f"committed {n}", flush=True)
