@@ -762,15 +762,9 @@ class AtScale:
     single_passages: int
     single_s: float
     single_encode_s: float
-    #: (vectors moved, seconds) of Writer.merge_deltas + its commit, after the plays' add and
-    #: after the single play's: two sizes, so fixed and per-vector costs can be told apart
+    #: (vectors moved, seconds) of Writer.merge_deltas + its commit: after the plays' add, after
+    #: the single play's, and last of a delta filled to the most it holds unmerged
     merges: list[tuple[int, float]] = field(default_factory=list)
-
-    def merge_cost(self) -> tuple[float, float]:
-        """(fixed seconds, seconds per vector) of a merge, fitted through the two merges."""
-        (m1, t1), (m2, t2) = self.merges
-        per = max(0.0, (t1 - t2) / (m1 - m2)) if m1 != m2 else t1 / max(m1, 1)
-        return max(0.0, t1 - m1 * per), per
 
 
 def measure_ingest_at_scale(home: Path, plays: dict[str, str], names: list[str], single: str,
@@ -812,8 +806,37 @@ def measure_ingest_at_scale(home: Path, plays: dict[str, str], names: list[str],
         log.info("Detector.add of %s alone: %.1f s (its raw encode: %.1f s)", single, single_s, single_encode_s)
         det.close()
         merges.append(merge_deltas(collection_dir(copy_home)))
+        full = fill_delta(collection_dir(copy_home))
+        merges.append(merge_deltas(collection_dir(copy_home)))
+        if merges[-1][0] != full:
+            raise RuntimeError(f"the full delta held {full} vectors but the merge moved {merges[-1][0]}")
     return AtScale(before, manifest.channel("minilm").factory, batch_s, open_s, single, len(single_passages),
                    single_s, single_encode_s, merges)
+
+
+def fill_delta(path: Path, seed: int = 0) -> int:
+    """Fill the (empty) delta of a collection's MiniLM channel to the most it holds unmerged at
+    this size: works of synthetic passages whose vectors are stored ones plus noise. Returns the
+    vectors added."""
+    coll = Collection.open(path)
+    try:
+        main = coll.manifest.counts["vectors.minilm"]
+        n = min(collection_mod.DELTA_MAX_VECTORS, int(collection_mod.DELTA_MAX_SHARE * main))
+        rng = np.random.default_rng(seed)
+        seg_ids = [r[0] for r in coll.db.execute("SELECT id FROM segments ORDER BY random() LIMIT ?", (n,))]
+        base = coll.vectors("minilm", seg_ids)
+        with coll.writer() as w:
+            for start in range(0, n, 1000):
+                vecs = base[start : start + 1000] + 0.05 * rng.standard_normal((min(1000, n - start), base.shape[1]))
+                vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+                text = f"delta filler {start}"
+                rec = make_record(text, f"delta/{start}.txt", f"delta filler {start}")
+                segs = [SegmentRecord(rec.id, k, 0, len(text)) for k in range(len(vecs))]
+                w.add_work(rec, segs, {"minilm": vecs}, None, text)
+    finally:
+        coll.close()
+    log.info("filled the delta of %s with %d synthetic vectors", path, n)
+    return n
 
 
 def merge_deltas(path: Path) -> tuple[int, float]:
@@ -922,21 +945,18 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
                   f"{a.single_encode_s:.1f} s)")]],
             )
             lines.append("")
-            every = max(1, min(collection_mod.DELTA_MAX_VECTORS,
-                               int(collection_mod.DELTA_MAX_SHARE * a.passages_before)))
-            fixed, per = a.merge_cost()
-            merge_full = fixed + every * per
-            with_merges = ingest.passages / (a.batch_s + ingest.passages * merge_full / every)
+            every, full_s = a.merges[-1]
+            with_merges = ingest.passages / (a.batch_s + ingest.passages * full_s / every)
             lines.append(f"Opening the copy (loading its index, not timed above) took {a.open_s:.1f} s. Each add "
                          "call ends with a commit that writes only the delta index of recent additions "
                          "(`indexes.collection`); the main index is rewritten when the delta is merged into it, "
                          f"once every {every:,} added passages at this size (`DELTA_MAX_VECTORS`, "
-                         "`DELTA_MAX_SHARE`). Merges timed "
-                         "in the same run: " + ", ".join(f"{m:,} vectors {t:.1f} s" for m, t in a.merges)
-                         + f"; fitted, {fixed:.1f} s + {per * 1000:.2f} ms per vector, so a merge of {every:,} "
-                         f"takes ~{merge_full:.0f} s. Adding its share to the {len(ingest.plays)} plays' add: "
-                         f"{with_merges:,.1f} passages/s, **{with_merges / ingest.raw_rate:.2f}** of the raw "
-                         "encode rate.")
+                         "`DELTA_MAX_SHARE`). Merges timed in the same run (`Writer.merge_deltas` + commit): "
+                         + ", ".join(f"{m:,} vectors {t:.1f} s" for m, t in a.merges[:-1])
+                         + f", and a full delta of {every:,} (stored vectors plus noise, added first) "
+                         f"{full_s:.1f} s. With each add's share of that merge, the {len(ingest.plays)} plays' "
+                         f"add runs at {with_merges:,.1f} passages/s, **{with_merges / ingest.raw_rate:.2f}** of "
+                         "the raw encode rate.")
             lines.append("")
     if scans:
         lines.append("## Scan of a 1,000-word output")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import threading
 from pathlib import Path
@@ -268,6 +269,16 @@ def test_minilm_int8_is_close_to_float_but_its_own_spec(minilm):
     base, paraphrase, unrelated = int8.encode([_VARIED_TEXTS[1], "Someone performs a song on a guitar.",
                                                _VARIED_TEXTS[2]])
     assert float(base @ paraphrase) > float(base @ unrelated) + 0.3
+
+
+def test_quantising_minilm_shows_none_of_the_quantisers_advice(minilm, caplog):
+    from detector.encoders.minilm import export_transformer, quantize_int8
+
+    with caplog.at_level(logging.DEBUG):
+        graph = quantize_int8(export_transformer(minilm._model))
+    assert len(graph) > 1_000_000  # a whole model, quantised
+    assert [r.getMessage() for r in caplog.records if "quantization" in r.pathname] == []
+    assert logging.getLogger().filters == []  # the filter is gone afterwards
 
 
 def test_minilm_int8_collection_records_its_spec(tmp_path):

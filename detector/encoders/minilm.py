@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import tempfile
 import threading
 import warnings
@@ -196,8 +197,31 @@ def quantize_int8(graph: bytes) -> bytes:
     quantised on the fly by ONNX Runtime's dynamic quantisation)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="factor4-minilm-") as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        source.write_bytes(graph)
-        quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
-        return target.read_bytes()
+    quiet = _QuantiserChatter()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="factor4-minilm-") as tmp:
+            source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            source.write_bytes(graph)
+            quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
+            return target.read_bytes()
+    finally:
+        root.removeFilter(quiet)
+        if quiet.dropped:
+            logger.debug("the quantiser's %d advisory messages were not shown", quiet.dropped)
+
+
+class _QuantiserChatter(logging.Filter):
+    """Drops what ONNX Runtime's quantiser logs on the root logger while factor4 quantises
+    MiniLM: advice on pre-processing and a line per tensor it leaves in float, on every load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if f"onnxruntime{os.sep}quantization" in record.pathname and record.levelno < logging.ERROR:
+            self.dropped += 1
+            return False
+        return True
