@@ -765,10 +765,12 @@ class AtScale:
     #: (vectors moved, seconds) of Writer.merge_deltas + its commit: after the plays' add, after
     #: the single play's, and last of a delta filled to the most it holds unmerged
     merges: list[tuple[int, float]] = field(default_factory=list)
+    #: scans of the copy while its delta is full (ms)
+    full_delta_ms: list[float] = field(default_factory=list)
 
 
 def measure_ingest_at_scale(home: Path, plays: dict[str, str], names: list[str], single: str,
-                            encoder: Any) -> AtScale:
+                            encoder: Any, queries: list[str]) -> AtScale:
     """Detector.add of *names* (one call), then of *single* alone, into a copy of the collection in *home*."""
     with tempfile.TemporaryDirectory(prefix="bench-scale-big-ingest-", dir=home.parent) as tmp:
         copy_home = Path(tmp) / "home"
@@ -807,11 +809,21 @@ def measure_ingest_at_scale(home: Path, plays: dict[str, str], names: list[str],
         det.close()
         merges.append(merge_deltas(collection_dir(copy_home)))
         full = fill_delta(collection_dir(copy_home))
+        # scans while the delta is at its largest: what searching it beside the main index costs
+        det = Detector(copy_home)
+        det.scan_item(COLLECTION, text_item(queries[0], "warm-up"))
+        full_delta_ms = []
+        for i, q in enumerate(queries[1:]):
+            t0 = time.perf_counter()
+            det.scan_item(COLLECTION, text_item(q, f"q{i}"))
+            full_delta_ms.append((time.perf_counter() - t0) * 1000)
+        det.close()
+        log.info("scans with a full delta: p50 %.0f ms", pct(full_delta_ms, 50))
         merges.append(merge_deltas(collection_dir(copy_home)))
         if merges[-1][0] != full:
             raise RuntimeError(f"the full delta held {full} vectors but the merge moved {merges[-1][0]}")
     return AtScale(before, manifest.channel("minilm").factory, batch_s, open_s, single, len(single_passages),
-                   single_s, single_encode_s, merges)
+                   single_s, single_encode_s, merges, full_delta_ms)
 
 
 def fill_delta(path: Path, seed: int = 0) -> int:
@@ -957,6 +969,11 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
                          f"{full_s:.1f} s. With each add's share of that merge, the {len(ingest.plays)} plays' "
                          f"add runs at {with_merges:,.1f} passages/s, **{with_merges / ingest.raw_rate:.2f}** of "
                          "the raw encode rate.")
+            lines.append("")
+            lines.append(f"Scans of the copy while its delta held those {every:,} vectors (searched exactly "
+                         f"beside the HNSW index), before the merge: p50 {pct(a.full_delta_ms, 50):.0f} ms, "
+                         f"p90 {pct(a.full_delta_ms, 90):.0f} ms ({len(a.full_delta_ms)} 1,000-word outputs; "
+                         "compare the scan table below, with no delta).")
             lines.append("")
     if scans:
         lines.append("## Scan of a 1,000-word output")
@@ -1254,8 +1271,9 @@ def main(argv: list[str] | None = None) -> int:
         def ingest_run() -> IngestStats:
             stats = measure_ingest(plays, ingest_names, encoder)
             if args.ingest_at_scale:
+                queries = make_queries(np.random.default_rng(args.seed + 1), vocab, probes, 21, args.excerpt_share)
                 stats.at_scale = measure_ingest_at_scale(Path(plans[0].home), plays, ingest_names, single_name,
-                                                         encoder)
+                                                         encoder, [q.text for q in queries])
             return stats
 
         ingest = measured("ingest vs raw encode", ingest_run)
