@@ -58,10 +58,11 @@ log = logging.getLogger(__name__)
 #: Segment records a reader keeps between lookups (cleared when the collection changes).
 SEGMENT_CACHE = 200_000
 #: A channel's delta index is merged into its main index at a commit when it holds more than
-#: this share of the main index's vectors, or more than DELTA_MAX_VECTORS (it is searched
-#: exhaustively: 20,000 384-d vectors cost a scan's 10 windows ~2 ms).
+#: this share of the main index's vectors, or more than DELTA_MAX_VECTORS. The delta is searched
+#: exhaustively: at 20,000 vectors it added 9 ms to a 1M-passage scan's p50; a merge there
+#: costs ~15 s, mostly writing the main index (BENCHMARKS.md, text at a million passages).
 DELTA_MAX_SHARE = 0.05
-DELTA_MAX_VECTORS = 20_000
+DELTA_MAX_VECTORS = 10_000
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
