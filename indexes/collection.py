@@ -59,10 +59,11 @@ log = logging.getLogger(__name__)
 SEGMENT_CACHE = 200_000
 #: A channel's delta index is merged into its main index at a commit when it holds more than
 #: this share of the main index's vectors, or more than DELTA_MAX_VECTORS. The delta is searched
-#: exhaustively: at 20,000 vectors it added 9 ms to a 1M-passage scan's p50; a merge there
-#: costs ~15 s, mostly writing the main index (BENCHMARKS.md, text at a million passages).
+#: exhaustively: at 20,000 vectors it added ~9 ms to a 1M-passage scan's p50 (at 10,000 no
+#: less, within noise); a merge there costs ~15 s, mostly writing the main index, so merging
+#: every 10,000 cost ingest more (BENCHMARKS.md, text at a million passages).
 DELTA_MAX_SHARE = 0.05
-DELTA_MAX_VECTORS = 10_000
+DELTA_MAX_VECTORS = 20_000
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
