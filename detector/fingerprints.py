@@ -293,6 +293,21 @@ def word_keys(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Each word of *text* as an int64 key of its normalised form (equal words, equal keys), and
     the words' (start, end) character spans: what the text aligner compares."""
     raw_words, spans = _split_words(text)
+    return _word_key_array(raw_words), spans
+
+
+def word_keys_only(text: str) -> np.ndarray:
+    """`word_keys` without the spans, about twice as fast: for texts most of which will not
+    align (the spans of the words, ``word_spans_of(text)``, are the same words in order)."""
+    return _word_key_array(WORD_RE.findall(text))
+
+
+def word_spans_of(text: str) -> np.ndarray:
+    """The (start, end) character spans of the words of *text*, as `word_keys` gives them."""
+    return _split_words(text)[1]
+
+
+def _word_key_array(raw_words: list[str]) -> np.ndarray:
     cache = _WORD_KEYS
     get = cache.get
     known = {w: get(w) for w in raw_words}  # this call's own view: other threads may empty the cache
@@ -303,5 +318,4 @@ def word_keys(text: str) -> tuple[np.ndarray, np.ndarray]:
         if len(cache) + len(fresh) > config.WORD_KEY_CACHE:
             cache.clear()
         cache.update(fresh)
-    keys = np.fromiter(map(known.__getitem__, raw_words), dtype=np.int64, count=len(raw_words))
-    return keys, spans
+    return np.fromiter(map(known.__getitem__, raw_words), dtype=np.int64, count=len(raw_words))

@@ -32,7 +32,7 @@ from detector import config
 from detector.align import Alignment, align
 from detector.channels import BoundChannels
 from detector.errors import InputError
-from detector.fingerprints import text_shingles, word_keys
+from detector.fingerprints import text_shingles, word_keys, word_keys_only, word_spans_of
 from detector.memo import Recent
 from detector.results import TextSpan
 from detector.works import Passage, split_passages
@@ -211,11 +211,20 @@ def _whole_text(coll: Collection, wid: str) -> tuple[str, np.ndarray, np.ndarray
     return _WHOLE_TEXTS.get((str(coll.path), wid), read)
 
 
-@dataclass(frozen=True)
 class _Region:
-    start: int  # character offset of `body` in the work
-    body: str
-    spans: np.ndarray  # word spans within body
+    """A stretch of a work's text that was aligned with the output."""
+
+    def __init__(self, start: int, body: str, spans: np.ndarray | None = None) -> None:
+        self.start = start  # character offset of `body` in the work
+        self.body = body
+        self._spans = spans
+
+    @property
+    def spans(self) -> np.ndarray:
+        """Word spans within body (found when first asked for: most regions align nothing)."""
+        if self._spans is None:
+            self._spans = word_spans_of(self.body)
+        return self._spans
 
 
 def _align_work(
@@ -251,8 +260,8 @@ def _align_regions(out_keys: np.ndarray, bodies: list[tuple[int, str]]) -> list[
     """Alignments of the output with several regions of one work, in one `align` call: the
     regions' words are laid end to end with filler keys between them, more than any gap the
     aligner bridges, so no alignment spans two regions. Pieces come back in region words."""
-    keyed = [word_keys(body) for _, body in bodies]
-    regions = [_Region(start, body, spans) for (start, body), (_, spans) in zip(bodies, keyed, strict=True)]
+    keyed = [word_keys_only(body) for _, body in bodies]
+    regions = [_Region(start, body) for start, body in bodies]
     filler = np.int64(np.iinfo(np.int64).min)
     present = set(out_keys.tolist()) if len(out_keys) else set()
     while int(filler) in present:  # a key no output word has
@@ -261,7 +270,7 @@ def _align_regions(out_keys: np.ndarray, bodies: list[tuple[int, str]]) -> list[
     parts: list[np.ndarray] = []
     offsets: list[int] = []
     at = 0
-    for keys, _ in keyed:
+    for keys in keyed:
         offsets.append(at)
         parts.extend((keys, apart))
         at += len(keys) + len(apart)

@@ -626,6 +626,8 @@ def step_timer(encoder: Any) -> Iterator[StepTimer]:
     st.wrap(Collection, "calibration", "calibration row")
     st.wrap(textscan, "text_shingles", "output shingling")
     st.wrap(textscan, "word_keys", "word keys (output + regions)")
+    st.wrap(textscan, "word_keys_only", "word keys (output + regions)")
+    st.wrap(textscan, "word_spans_of", "word spans (regions that aligned)")
     st.wrap(textscan, "align", "word alignment")
     try:
         yield st

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.align import align
-from detector.fingerprints import text_shingles, winnow, word_keys
+from detector.fingerprints import text_shingles, winnow, word_keys, word_keys_only, word_spans_of
 
 rng = np.random.default_rng(0)
 
@@ -163,3 +163,13 @@ def test_regions_aligned_together_keep_their_own_offsets_and_never_join() -> Non
         got = region.body[region.spans[piece.work_start][0] : region.spans[piece.work_end - 1][1]]
         assert got in (" ".join(work_words[1150:1200]), " ".join(work_words[1200:1250]))
         assert work[region.start + region.spans[piece.work_start][0] :].startswith(got)
+
+
+@pytest.mark.parametrize("text", [
+    "Don’t STOP, me -- now!", "l’homme qui rit, c'est l'homme", "Ünïcödé façade — naïve café", "", "  ... !? ",
+    "x" * 3 + " 12,5 % snake_case dash-joined o'neill’s", "ﬁne ＦＵＬＬ width",
+])
+def test_keys_only_and_spans_are_word_keys_split_in_two(text: str) -> None:
+    keys, spans = word_keys(text)
+    assert word_keys_only(text).tolist() == keys.tolist()
+    assert word_spans_of(text).tolist() == spans.tolist()
