@@ -492,9 +492,18 @@ class Collection:
                     f"collection {self.path.name!r} has format version {version}; this factor4 "
                     f"reads version {FORMAT_VERSION}: rebuild it with `factor4 create` + `factor4 add`"
                 )
-            channels = tuple(ChannelSpec.from_dict(c) for c in json.loads(meta["channels"]))
-            files = json.loads(meta["files"])
-            deltas = json.loads(meta.get("deltas", "{}"))
+            try:
+                channels = tuple(ChannelSpec.from_dict(c) for c in json.loads(meta["channels"]))
+                files = json.loads(meta["files"])
+                deltas = json.loads(meta.get("deltas", "{}"))
+                for spec in channels:
+                    if spec.kind != "postings" and not isinstance(files[spec.name], str):
+                        raise TypeError(f"index file of channel {spec.name} is not a name")
+                if not isinstance(deltas, dict) or not all(isinstance(f, str) for f in deltas.values()):
+                    raise TypeError("the delta index files are not a mapping of names")
+            except (KeyError, ValueError, TypeError, CollectionError) as exc:
+                raise StorageError(f"collection {self.path.name!r} is damaged: its catalog's meta table "
+                                   f"cannot be read ({type(exc).__name__}: {exc})") from exc
 
             def load(spec: ChannelSpec, name: str) -> Any:
                 if name in shared:  # the same file, already in memory

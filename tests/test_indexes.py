@@ -808,3 +808,25 @@ def test_a_version_3_collection_is_read_and_upgraded(store: Store) -> None:
     assert old.manifest.format_version == FORMAT_VERSION == 4 and old.check() == []
     old.close()
     assert Collection.open(coll.path).manifest.format_version == 4
+
+
+def test_a_missing_or_garbled_delta_is_a_clear_storage_error(store: Store) -> None:
+    coll = store.create("refs", SPECS)
+    fill(coll, n_images=100, nseg=2)
+    with coll.writer() as w:
+        assert w.add_work(*image_work(100, 2))
+    delta_file = coll.path / "vectors" / coll._deltas["emb"]
+    coll.close()
+    catalog = coll.path / "catalog.sqlite"
+    with sqlite3.connect(catalog) as db:
+        good = db.execute("SELECT value FROM meta WHERE key = 'deltas'").fetchone()[0]
+        db.execute("UPDATE meta SET value = '{not json' WHERE key = 'deltas'")
+    db.close()
+    with pytest.raises(StorageError, match="'refs' is damaged: its catalog's meta table cannot be read"):
+        Collection.open(coll.path)
+    with sqlite3.connect(catalog) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'deltas'", (good,))
+    db.close()
+    delta_file.rename(delta_file.with_name("elsewhere"))
+    with pytest.raises(StorageError, match=f"damaged: .*{delta_file.name} is missing"):
+        Collection.open(coll.path)
