@@ -278,9 +278,11 @@ class _Vectors:
                 pass
         return self.main.reconstruct(segment_id)
 
-    def should_merge(self) -> bool:
+    def should_merge(self, asked: bool = False) -> bool:
+        """Whether a commit merges the delta into the main index: it has outgrown its limits,
+        or a merge was *asked* for (and there is something to merge)."""
         n = 0 if self.delta is None else int(self.delta.ntotal)
-        return n > 0 and (n > DELTA_MAX_VECTORS or n > DELTA_MAX_SHARE * int(self.main.ntotal))
+        return n > 0 and (asked or n > DELTA_MAX_VECTORS or n > DELTA_MAX_SHARE * int(self.main.ntotal))
 
 
 class _Lock:
@@ -882,11 +884,15 @@ class Writer:
         self._changed = False
         self.db.execute("BEGIN IMMEDIATE")
 
+    def _current(self, name: str) -> _Vectors:
+        """A channel's vectors as this session has them (its own copy once it changed them)."""
+        return self._own.get(name) or self.coll._indexes[name]
+
     def _tier(self, name: str, tier: str) -> Any:
         """This session's copy of a channel's main or delta index, made on first change (readers
         keep the original); a channel without a delta gets an empty one."""
         if (name, tier) not in self._copied:
-            current = self._own.get(name) or self.coll._indexes[name]
+            current = self._current(name)
             index = getattr(current, tier)
             index = _new_delta(current.spec) if index is None else _copy(index)
             self._own[name] = replace(current, **{tier: index})
@@ -1004,7 +1010,7 @@ class Writer:
         )
         for spec in self.coll.manifest.channels:
             if spec.kind != "postings" and spec.modality == row[1] and len(ids):
-                current = self._own.get(spec.name) or self.coll._indexes[spec.name]
+                current = self._current(spec.name)
                 in_delta = np.zeros(0, dtype=np.int64) if current.delta is None else np.intersect1d(
                     ids, faiss.vector_to_array(current.delta.id_map))
                 if len(in_delta):
@@ -1028,9 +1034,9 @@ class Writer:
         done when a delta outgrows `DELTA_MAX_SHARE` / `DELTA_MAX_VECTORS`). Returns the number
         of vectors that will move, over all channels."""
         moving = 0
-        for name, vecs in self.coll._indexes.items():
-            vecs = self._own.get(name, vecs)
-            if vecs.delta is not None and vecs.delta.ntotal:
+        for name in self.coll._indexes:
+            vecs = self._current(name)
+            if vecs.should_merge(asked=True):
                 moving += int(vecs.delta.ntotal)
                 self._tier(name, "main")
                 self._merge.add(name)
@@ -1057,7 +1063,7 @@ class Writer:
             for name in sorted(self._own):
                 spec = coll.manifest.channel(name)
                 vecs = self._own[name]
-                if vecs.should_merge() or (name in self._merge and vecs.delta is not None and vecs.delta.ntotal):
+                if vecs.should_merge(asked=name in self._merge):
                     log.info("merging %d recent vectors of channel %s into its main index", vecs.delta.ntotal, name)
                     main = self._tier(name, "main")
                     main.add_with_ids(*_contents(vecs.delta))
