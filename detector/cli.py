@@ -151,7 +151,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def format_result(r: ScanResult) -> str:
     """A readable table of one scan result."""
-    lines = [f"{r.input}  ({r.modality}, sha256 {r.sha256[:12]}...)  ->  {r.verdict.upper()}"]
+    decoded = f", decoded as {r.encoding}" if r.encoding not in (None, "utf-8") else ""
+    lines = [f"{r.input}  ({r.modality}{decoded}, sha256 {r.sha256[:12]}...)  ->  {r.verdict.upper()}"]
     if not r.matches:
         lines.append("    no candidate works found")
     for i, m in enumerate(r.matches, 1):

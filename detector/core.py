@@ -344,7 +344,8 @@ class Detector:
             if null is not None:
                 matches = [replace(m, fpr=null.fpr(m.score)) for m in matches]
             return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches),
-                              None if null is None else null.info)
+                              None if null is None else null.info,
+                              item.encoding if isinstance(item, TextItem) else None)
 
     def _matches(self, coll: Collection, bound: BoundChannels, item: Item,
                  exclude: frozenset[str] = frozenset(), top: int | None = None) -> list[Match]:

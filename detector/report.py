@@ -240,7 +240,7 @@ def _build(coll: Any, collection: str, settings: dict[str, Any], out: Path) -> R
             for kind, value in (("prompt_type", prompt_type), ("generator", generator)):
                 t.by[(kind, value)][0 if is_copy else 1] += 1
             example = {"line": row["line"], "id": row.get("id"), "sha256": row.get("sha256"),
-                       "input": result["input"], "match": m}
+                       "input": result["input"], "encoding": result.get("encoding"), "match": m}
             item = (m["score"], -int(row["line"]), example)
             if len(t.examples) < EXAMPLES_PER_WORK:
                 heapq.heappush(t.examples, item)

@@ -735,6 +735,8 @@ class _Page:
         rows.append(("Input", f'<span class="mono">{_e(ex.get("input"))}</span>'))
         if ex.get("sha256"):
             rows.append(("Output sha256", f'<span class="hash">{_e(ex.get("sha256"))}</span>'))
+        if ex.get("encoding") not in (None, "utf-8"):
+            rows.append(("Output decoded as", f'{_e(ex.get("encoding"))} (span offsets count its characters)'))
         return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>\n"
 
     # images

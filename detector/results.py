@@ -185,6 +185,9 @@ class ScanResult:
     collection: str
     matches: tuple[Match, ...]
     calibration: Calibration | None = None
+    #: texts: how the output's bytes were decoded ("utf-8", or a detected legacy encoding such as
+    #: "cp1252"); span offsets count characters of that decoded text. None for images.
+    encoding: str | None = None
 
     @property
     def best(self) -> Match | None:
@@ -202,6 +205,7 @@ class ScanResult:
             "collection": self.collection,
             "matches": [m.to_dict() for m in self.matches],
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "encoding": self.encoding,
         }
 
 

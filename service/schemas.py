@@ -78,6 +78,8 @@ class ScanOut(BaseModel):
     collection: str
     matches: list[MatchOut]
     calibration: CalibrationOut | None = None
+    encoding: str | None = Field(None, description="texts: how the output's bytes were decoded (utf-8 or a "
+                                 "detected legacy encoding); span offsets count its characters")
 
 
 class Health(BaseModel):

@@ -147,7 +147,7 @@ def make_report(title: str = "Chelsea the cat", span_text: str | None = None,
              "by_prompt_type": {"adversarial": {"copy": _rate(1, 2), "copy_or_similar": _rate(1, 2)}},
              "by_generator": {"textgen": {"copy": _rate(1, 4), "copy_or_similar": _rate(1, 4)}},
              "examples": [{"line": 6, "id": "out-6", "sha256": "e" * 64, "input": output_text[:40],
-                           "match": text_match}]},
+                           "encoding": "cp1252", "match": text_match}]},
         ],
         "distributions": {
             "image": {"bins": 25, "best_match": [0, 1, 1, 0] + [0] * 9 + [1] + [0] * 8 + [1, 0, 0],
@@ -234,6 +234,8 @@ def test_structure_and_no_external_urls() -> None:
     assert "picture size unknown: not drawn" in text  # and its region has no output_size
     assert "0.33\u00a0%" in text and "not calibrated" in text
     assert "shared by 4 works" in text
+    assert "Output decoded ascp1252 (span offsets count its characters)" in text  # a legacy-encoded output
+    assert text.count("Output decoded as") == 1  # the images (encoding absent) have no such row
     assert "The digest in DIGEST covers inputs.jsonl, results.jsonl, report.json and report.html" in text
     assert sum(t == "svg" for t, _ in tags.tags) == 3  # rates + one histogram per modality
     assert page.encode("utf-8")

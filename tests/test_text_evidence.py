@@ -169,6 +169,23 @@ def test_json_contract_of_a_text_match(txt: tuple[Detector, Path]) -> None:
     assert d["calibration"]["queries"] > 0 and d["calibration"]["modality"] == "text"
 
 
+def test_a_legacy_encoded_output_says_how_it_was_decoded(txt: tuple[Detector, Path]) -> None:
+    det, root = txt
+    excerpt = " ".join(doc_words("unittest")[20:80])
+    text = "Caf\u00e9 cr\u00e8me, na\u00efve \u2013 \u201cd\u00e9j\u00e0 vu\u201d, r\u00e9sum\u00e9. " + excerpt
+    path = root / "cp1252-output.txt"
+    path.write_bytes(text.encode("cp1252"))
+    res = det.scan("txt", [path])[0]
+    assert res.encoding == "cp1252" and res.to_dict()["encoding"] == "cp1252"
+    best = res.best
+    assert best is not None and best.work.title == "unittest" and best.verdict == "copy"
+    # offsets count characters of the decoded text, not bytes of the file
+    span = max(best.spans, key=lambda s: s.words)
+    assert text[span.output_start:span.output_end] == span.output_text
+    assert same_words(span.output_text, excerpt)
+    assert scan(det, excerpt).encoding == "utf-8"
+
+
 @pytest.mark.parametrize("text", ["", "   \n\t ", "?! ... -- ;;", "\u200b\u200b"])
 def test_outputs_without_words_are_refused(txt: tuple[Detector, Path], text: str) -> None:
     det, _ = txt
