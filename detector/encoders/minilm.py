@@ -19,17 +19,20 @@ Two specs:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detector import config
 from detector.encoders.base import Encoder, batches, session_options
 from detector.errors import ModelUnavailable
 
@@ -123,8 +126,9 @@ class MiniLMEncoder(Encoder):
             return None
         import onnxruntime as ort
 
-        return ort.InferenceSession(graph, sess_options=session_options(),
-                                    providers=["CPUExecutionProvider"])
+        options = session_options()
+        options.intra_op_num_threads = 1  # each pass on one thread; passes run side by side
+        return ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
 
     def _encode_list(
         self, items: list[Any], batch_size: int, show_progress_bar: bool
@@ -145,13 +149,52 @@ class MiniLMEncoder(Encoder):
         for batch in batches(ordered, batch_size, show_progress_bar, f"{self.spec} batches"):
             with self._tokenize_lock:
                 features = self._tokenize(list(batch))
-            feed = {name: features[name].numpy().astype(np.int64) for name in _INPUTS}
-            (hidden,) = self._session.run(["hidden"], feed)
-            mask = feed["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            out[order[done : done + len(batch)]] = pooled
+            tokens = {name: features[name].numpy().astype(np.int64) for name in _INPUTS}
+            passes = token_passes(tokens["attention_mask"].sum(axis=1), config.TEXT_TOKENS_PER_PASS)
+            feeds = []
+            for rows in passes:
+                width = int(tokens["attention_mask"][rows].sum(axis=1).max())  # padding is on the right
+                feeds.append({name: np.ascontiguousarray(t[rows, :width]) for name, t in tokens.items()})
+            for rows, pooled in zip(passes, _pass_threads().map(self._forward, feeds), strict=True):
+                out[order[done + rows]] = pooled
             done += len(batch)
         return out
+
+    def _forward(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Mean-pooled (not yet normalised) vectors of one forward pass."""
+        (hidden,) = self._session.run(["hidden"], feed)
+        mask = feed["attention_mask"][..., None].astype(np.float32)
+        return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+
+
+@functools.cache
+def _pass_threads() -> ThreadPoolExecutor:
+    """The threads that run MiniLM's forward passes (config.TEXT_ENCODE_THREADS), shared by
+    every encoder of the process, so concurrent scans do not oversubscribe the CPUs."""
+    if (workers := config.TEXT_ENCODE_THREADS) is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            workers = os.cpu_count() or 1
+    return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="factor4-minilm")
+
+
+# a forked child has none of its parent's threads: it starts its own pool
+os.register_at_fork(after_in_child=_pass_threads.cache_clear)
+
+
+def token_passes(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
+    """The rows of a tokenised batch grouped into forward passes: longest first, each pass
+    padded to its longest row and holding at most *budget* word pieces (at least one row)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    passes: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, budget // longest)
+        passes.append(order[start : start + size])
+        start += size
+    return passes
 
 
 def _hidden_states(model: Any) -> Any:
