@@ -93,16 +93,13 @@ MAX_SCAN_WORDS = 50_000
 #: Images are resized to this square before SSCD (the SSCD authors' recommended inference size).
 SSCD_SIZE = 288
 ENCODE_BATCH_SIZE = 32
-#: MiniLM on ONNX Runtime cuts a batch of texts, sorted by their number of word pieces, into
-#: forward passes of at most this many (padded) word pieces, and runs the passes side by side,
-#: each on one thread (TEXT_ENCODE_THREADS of them). At 256 a pass is one stored passage or
-#: output window (~190 pieces): nothing is padded and the activations stay in cache. On two
-#: cores, against one pass of the whole batch on ONNX Runtime's two threads, a 1,000-word
-#: output's 10 windows took 150 ms instead of 229 ms (int8 weights), and ingest of 128 passages
-#: ran 1.8x (int8) and 1.6x (float) as fast (scripts/bench_text_scale.py measures both).
-TEXT_TOKENS_PER_PASS = 256
-#: Threads that run MiniLM's forward passes, shared by every encoder and scan of a process;
-#: None: one per CPU this process may use.
+#: MiniLM on ONNX Runtime runs each text in a forward pass of its own (no padding), on
+#: single-threaded sessions, this many passes side by side; None: one per CPU this process may
+#: use. The threads are shared by every encoder and scan of a process. Against one pass of a
+#: whole batch on ONNX Runtime's own two threads, on two cores: a 1,000-word output's 10
+#: windows 1.5-1.8x as fast (int8), ingest of 128 passages 1.8x (int8) and 1.6x (float). And a
+#: text's vector no longer depends on what it was batched with (int8 quantises each pass's
+#: activations with one scale, padding included: batched, a vector moved by up to 0.016).
 TEXT_ENCODE_THREADS: int | None = None
 #: Images are scaled down to at most this side before PDQ hashing (PDQ reduces to 64 x 64
 #: anyway; hashing a 4000-pixel photo whole costs ~20x an SSCD encode). Measured on four

