@@ -97,7 +97,7 @@ ENCODE_BATCH_SIZE = 32
 #: single-threaded sessions, this many passes side by side; None: one per CPU this process may
 #: use. The threads are shared by every encoder and scan of a process. Against one pass of a
 #: whole batch on ONNX Runtime's own two threads, on two cores: a 1,000-word output's 10
-#: windows 1.5-1.8x as fast (int8), ingest of 128 passages 1.8x (int8) and 1.6x (float). And a
+#: windows 1.5-1.9x as fast (int8), ingest of 128 passages 1.8x (int8) and 1.6x (float). And a
 #: text's vector no longer depends on what it was batched with (int8 quantises each pass's
 #: activations with one scale, padding included: batched, a vector moved by up to 0.016).
 TEXT_ENCODE_THREADS: int | None = None
