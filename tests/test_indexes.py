@@ -7,6 +7,7 @@ compared with brute force in numpy.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -776,6 +778,28 @@ def test_small_additions_go_to_a_delta_file_and_are_merged_later(store: Store) -
     assert coll.manifest.counts["vectors.emb"] == 218 and coll.check() == []
     query = image_work(105, 2)[2]["emb"][1]
     assert coll.search("emb", query[None, :], 10)[1][0].tolist() == _brute(coll, query, 10)[0]
+    coll.close()
+
+
+def test_a_merge_changes_a_copy_of_the_graph_index_not_what_readers_hold(store: Store) -> None:
+    hnsw = dataclasses.replace(FLOAT, factory="IDMap2,HNSW16,Flat")
+    coll = store.create("refs", (hnsw, BINARY))
+    fill(coll, n_images=100, nseg=2)
+    with coll.writer() as w:
+        for i in range(100, 103):
+            assert w.add_work(*image_work(i, 2))
+    held = coll._indexes["emb"].main  # what a reader searching right now holds
+    held_ids = faiss.vector_to_array(held.id_map).copy()
+    with coll.writer() as w:
+        assert w.merge_deltas() == 6 + 6
+        w.commit()
+        merged = coll._indexes["emb"].main
+        assert merged is not held and coll._deltas == {}
+    assert held.ntotal == 200 and faiss.vector_to_array(held.id_map).tolist() == held_ids.tolist()
+    assert merged.ntotal == 206 and coll.check() == []
+    assert faiss.downcast_index(merged.index).hnsw.efSearch == collection_mod.HNSW_EF_SEARCH
+    hit = int(coll.search("emb", image_work(101, 2)[2]["emb"][:1], 1)[1][0, 0])
+    assert coll.segments([hit])[hit].work_id == image_work(101)[0].id
     coll.close()
 
 
