@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from detector import config, scoring
@@ -35,6 +36,7 @@ from detector.works import (
     ImageItem,
     Item,
     MetadataTable,
+    Passage,
     TextItem,
     read_item,
     read_metadata,
@@ -319,12 +321,30 @@ class Detector:
                 rec = _record(path, item, table, width=item.width, height=item.height)
                 segs = [SegmentRecord(rec.id, i, box=box) for i, box in enumerate(feats.boxes)]
                 yield rec, segs, feats.vectors, None, None, feats.thumbnail
-        for path, item in texts:
+        if texts:
+            yield from self._prepare_texts(bound, texts, table)
+
+    @staticmethod
+    def _prepare_texts(bound: BoundChannels, texts: list[tuple[Path, TextItem]],
+                       table: MetadataTable | None) -> Iterator:
+        """Text works of a batch, one text ahead: the next text's passages are encoded (on the
+        encoders' threads) while this one is fingerprinted and stored, which is one-core work
+        the encode would otherwise wait for."""
+
+        def encode(item: TextItem) -> tuple[list[Passage], dict[str, np.ndarray]]:
             passages = split_passages(item.text)
-            rec = _record(path, item, table)
-            segs = [SegmentRecord(rec.id, p.ordinal, p.start, p.end) for p in passages]
-            vecs = bound.text_vectors([p.text for p in passages])
-            yield rec, segs, vecs, bound.text_postings(item.text), item.text, None
+            return passages, bound.text_vectors([p.text for p in passages])
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="factor4-ahead") as ahead:
+            pending = ahead.submit(encode, texts[0][1])
+            for k, (path, item) in enumerate(texts):
+                postings = bound.text_postings(item.text)
+                passages, vecs = pending.result()
+                if k + 1 < len(texts):
+                    pending = ahead.submit(encode, texts[k + 1][1])
+                rec = _record(path, item, table)
+                segs = [SegmentRecord(rec.id, p.ordinal, p.start, p.end) for p in passages]
+                yield rec, segs, vecs, postings, item.text, None
 
     # -- scanning --------------------------------------------------------------------------
     def scan(self, name: str, inputs: Iterable[PathLike | Item], top: int = config.TOP_MATCHES) -> list[ScanResult]:
