@@ -36,9 +36,10 @@ TEXT_EXTENSIONS = (".txt", ".md")
 PASSAGE_WORDS = 120
 PASSAGE_OVERLAP = 40
 #: An output is searched in windows of PASSAGE_WORDS words that overlap by this many, fewer than
-#: the stored passages do: each window costs one MiniLM forward pass of the scan, and a window
-#: still overlaps some stored passage by at least 80 words (1,000 words: 10 windows, not 12).
-WINDOW_OVERLAP = 20
+#: the stored passages do: each window costs one MiniLM forward pass of the scan (the encode is
+#: over half of it), and whatever the windows' overlap, each overlaps some stored passage by at
+#: least 80 words, since passages start every 80. 1,000 words: 9 windows (40 overlap: 12, 20: 10).
+WINDOW_OVERLAP = 10
 #: Word n-gram length of the exact text fingerprint.
 SHINGLE_WORDS = 5
 #: Winnowing window: a work stores the smallest of every SHINGLE_WINNOW consecutive shingle keys
