@@ -23,10 +23,7 @@ The result per work is a set of signals (see `detector.scoring`) and the spans.
 from __future__ import annotations
 
 import bisect
-import functools
-import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -113,11 +110,18 @@ def scan_text(
     hits: dict[str, _Hits] = defaultdict(_Hits)
     windows = output_windows(text)
     embed = [c for c in bound.of("text") if c.kind == "float"]
-    encoding = None
-    if vectors is None and embed:
-        # the windows encode (on the encoders' threads) while the n-grams are looked up here
-        encoding = _ahead().submit(
-            lambda: {ch.name: bound.encoders[ch.name].encode([w.text for w in windows]) for ch in embed})
+    for ch in embed:
+        vecs = vectors[ch.name] if vectors is not None else bound.encoders[ch.name].encode([w.text for w in windows])
+        scores, ids = coll.search(ch.name, vecs, config.TEXT_SEARCH_K)
+        segs = coll.segments(np.unique(ids[ids >= 0]).tolist())
+        for w, (row_s, row_i) in enumerate(zip(scores, ids, strict=True)):
+            for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True):
+                seg = segs.get(i)
+                if seg is None or seg.work_id in exclude:
+                    continue
+                h = hits[seg.work_id]
+                h.cosine = max(h.cosine, s)
+                h.passages.append((s, w, seg.start or 0, seg.end or 0))
     doc_freq: dict[int, int] = {}
     shingles = None
     if bound.has("shingles"):
@@ -131,19 +135,6 @@ def scan_text(
             h.keys.add(key)
             h.positions.append(pos)
         doc_freq = {k: len(v) for k, v in holders.items()}
-    if encoding is not None:
-        vectors = encoding.result()
-    for ch in embed:
-        scores, ids = coll.search(ch.name, vectors[ch.name], config.TEXT_SEARCH_K)
-        segs = coll.segments(np.unique(ids[ids >= 0]).tolist())
-        for w, (row_s, row_i) in enumerate(zip(scores, ids, strict=True)):
-            for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True):
-                seg = segs.get(i)
-                if seg is None or seg.work_id in exclude:
-                    continue
-                h = hits[seg.work_id]
-                h.cosine = max(h.cosine, s)
-                h.passages.append((s, w, seg.start or 0, seg.end or 0))
 
     by_keys = sorted((w for w in hits if hits[w].keys), key=lambda w: (-len(hits[w].keys), w))
     by_cosine = sorted((w for w in hits if hits[w].passages), key=lambda w: (-hits[w].cosine, w))
@@ -175,17 +166,6 @@ def scan_text(
                     for s in ev.spans]
         result[wid] = ev
     return result
-
-
-@functools.cache
-def _ahead() -> ThreadPoolExecutor:
-    """Threads that wait for a scan's window encodes while the scans look up their n-grams (the
-    encodes themselves run on the encoders' threads, which bound the CPU they take)."""
-    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="factor4-scan")
-
-
-# a forked child has none of its parent's threads: it starts its own pool
-os.register_at_fork(after_in_child=_ahead.cache_clear)
 
 
 def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
@@ -263,8 +243,7 @@ def _align_work(
     else:
         regions = _regions(h, out_chars)
     if regions:
-        bodies = coll.text_slices(wid, regions)
-        found.extend(_align_regions(out_keys, [(a, body) for (a, _), body in zip(regions, bodies, strict=True)]))
+        found.extend(_align_regions(out_keys, [(a, coll.text_slice(wid, a, b)) for a, b in regions]))
     found.sort(key=lambda f: (-f[0].matched, f[0].out_start))
     claimed = np.zeros(len(out_keys), dtype=bool)
     kept = []

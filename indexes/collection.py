@@ -792,29 +792,6 @@ class Collection:
             raise CollectionError(f"collection {self.name!r} has no text for work {work_id}")
         return row[0]
 
-    def text_slices(self, work_id: str, ranges: Sequence[tuple[int, int]]) -> list[str]:
-        """`text_slice` of each (start, end) range, read in one query: the body is loaded once,
-        not once per range (a long work's body spans many overflow pages)."""
-        if not ranges:
-            return []
-        for start, end in ranges:
-            if start < 0 or end < start:
-                raise CollectionError(f"bad text slice {start}..{end}")
-        out: list[str] = []
-        per_query = 400  # SQLite allows 32,766 parameters; two per range plus the id
-        for at in range(0, len(ranges), per_query):
-            part = ranges[at : at + per_query]
-            cols = ", ".join(["substr(body, ?, ?)"] * len(part))
-            args = [v for start, end in part for v in (start + 1, end - start)]
-            row = self.db.execute(
-                f"SELECT {cols} FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?",
-                (*args, work_id),
-            ).fetchone()
-            if row is None:
-                raise CollectionError(f"collection {self.name!r} has no text for work {work_id}")
-            out.extend(row)
-        return out
-
     def calibration(self, name: str) -> tuple[int, dict[str, Any]] | None:
         """The stored calibration *name* as (generation it was computed at, body), or None."""
         row = self.db.execute("SELECT generation, body FROM calibration WHERE name = ?", (name,)).fetchone()

@@ -349,22 +349,6 @@ def test_lookup_postings_and_document_frequency(coll: Collection) -> None:
     assert coll.check() == []
 
 
-def test_text_slices_read_several_ranges_as_text_slice_does(coll: Collection) -> None:
-    rec, segs, _, post, _ = text_work(7, [1])
-    body = "naïve café — " * 40 + "end"  # characters, not bytes, count
-    with coll.writer() as w:
-        assert w.add_work(rec, segs, {}, post, body)
-    ranges = [(0, 5), (3, 20), (100, 100), (len(body) - 3, len(body) + 50), (len(body) + 10, len(body) + 20)]
-    many = [(k, k + 7) for k in range(450)]  # more ranges than one statement reads
-    assert coll.text_slices(rec.id, ranges) == [body[a:b] for a, b in ranges]
-    assert coll.text_slices(rec.id, many) == [coll.text_slice(rec.id, a, b) for a, b in many] == [body[a:b] for a, b in many]
-    assert coll.text_slices(rec.id, []) == []
-    with pytest.raises(CollectionError, match="bad text slice 9..4"):
-        coll.text_slices(rec.id, [(0, 1), (9, 4)])
-    with pytest.raises(CollectionError, match="no text for work"):
-        coll.text_slices("0" * 16, [(0, 1)])
-
-
 # --- removing ------------------------------------------------------------------------------
 
 def test_remove_work_removes_everything(coll: Collection) -> None:
