@@ -309,13 +309,12 @@ def word_spans_of(text: str) -> np.ndarray:
 
 def _word_key_array(raw_words: list[str]) -> np.ndarray:
     cache = _WORD_KEYS
-    get = cache.get
-    known = {w: get(w) for w in raw_words}  # this call's own view: other threads may empty the cache
-    missing = [w for w, k in known.items() if k is None]
-    if missing:
+    keys = list(map(cache.get, raw_words))  # this call's own view: other threads may empty the cache
+    if None in keys:
+        missing = list(dict.fromkeys(w for w, k in zip(raw_words, keys, strict=True) if k is None))
         fresh = dict(zip(missing, _keys(normalise_word(w).encode("utf-8") for w in missing).tolist(), strict=True))
-        known.update(fresh)
+        keys = [fresh[w] if k is None else k for w, k in zip(raw_words, keys, strict=True)]
         if len(cache) + len(fresh) > config.WORD_KEY_CACHE:
             cache.clear()
         cache.update(fresh)
-    return np.fromiter(map(known.__getitem__, raw_words), dtype=np.int64, count=len(raw_words))
+    return np.array(keys, dtype=np.int64)
