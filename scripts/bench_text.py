@@ -65,6 +65,7 @@ PASSAGE_OVERLAP = 40
 SHINGLE = 5
 NUM_PERM = 128
 FILLER_WORDS = 300
+BURIED_FILLER_WORDS = 600
 EXCERPT_LENGTHS = (30, 60, 150)
 REPLACE_SHARES = (10, 30, 50)
 MAX_FALSE_FLAGS = 0.01
@@ -307,6 +308,16 @@ def make_synonyms(m: Material, rng: random.Random, src: Doc) -> str:
     return render(toks)
 
 
+def make_buried_synonyms(m: Material, rng: random.Random, src: Doc) -> str:
+    """A synonym-swapped passage inside BURIED_FILLER_WORDS of other text: a long output with a
+    reworded excerpt, which factor4 aligns around the work's similar passages (the output is too
+    long for the play to be aligned whole), not by shared n-grams."""
+    excerpt = Doc.of(src.name, make_synonyms(m, rng, src)).tokens
+    filler = _filler(m, rng, BURIED_FILLER_WORDS, avoid=src.name)
+    k = rng.randrange(0, len(filler) + 1)
+    return render(_join(filler[:k], excerpt, filler[k:]))
+
+
 def make_shuffle(m: Material, rng: random.Random, src: Doc) -> str:
     toks = src.passage(rng, rng.randint(PASSAGE_WORDS, 150))
     cut = [i for i, (w, _s) in enumerate(toks[:-1]) if SENTENCE_END_RE.search(w)]
@@ -336,6 +347,7 @@ def variants() -> dict[str, Callable[[Material, random.Random, Doc], str]]:
     for p in REPLACE_SHARES:
         out[f"replace-{p}"] = lambda m, r, d, p=p: make_replace(m, r, d, p)
     out["synonyms"] = make_synonyms
+    out["synonyms-buried"] = make_buried_synonyms
     out["shuffle"] = make_shuffle
     return out
 
