@@ -608,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, dict[str, float]] = {}
     scores: dict[str, list[float]] = {}
     encoders = [e.strip() for e in args.text_encoders.split(",") if e.strip()]
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     for encoder in encoders:
         method = "factor4" if len(encoders) == 1 else f"factor4 {encoder}"
         with tempfile.TemporaryDirectory(prefix="factor4-bench-", dir=args.workdir) as tmp:
