@@ -3,7 +3,7 @@
 Layout of a collection folder::
 
     manifest.json          what the collection is (derived; rewritten after each commit)
-    catalog.sqlite         works, segments, posting keys, texts, and the current generation
+    catalog.sqlite         works, segments, posting keys, texts (in chunks), and the current generation
     vectors/<channel>.<generation>.faiss         a channel's main index
     vectors/<channel>.delta.<generation>.faiss   its recent additions (exact search), if any
     lock, write.lock       advisory locks (readers / the one writer)
@@ -64,6 +64,13 @@ SEGMENT_CACHE = 200_000
 #: every 10,000 cost ingest more (BENCHMARKS.md, text at a million passages).
 DELTA_MAX_SHARE = 0.05
 DELTA_MAX_VECTORS = 20_000
+#: A text work's body is stored in pieces of this many characters (the last one shorter), so
+#: reading a stretch of it reads a few pieces, not the whole body: SQLite reads a whole value
+#: even for `substr`, and a scan reads dozens of stretches of works that may be books. 4,000
+#: characters of ASCII fit one 4 KiB page. Part of the layout of format version 5 (versions 3
+#: and 4 kept each body whole, in table `texts`; a commit that changes such a collection moves
+#: them).
+TEXT_CHUNK_CHARS = 4000
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,9 +96,11 @@ CREATE TABLE thumbnails(
     work_num INTEGER PRIMARY KEY REFERENCES works(num) ON DELETE CASCADE,
     data BLOB NOT NULL
 );
-CREATE TABLE texts(
-    work_num INTEGER PRIMARY KEY REFERENCES works(num) ON DELETE CASCADE,
-    body TEXT NOT NULL
+CREATE TABLE text_chunks(
+    work_num INTEGER NOT NULL REFERENCES works(num) ON DELETE CASCADE,
+    chunk INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (work_num, chunk)
 );
 CREATE TABLE postings(
     channel INTEGER NOT NULL,
@@ -121,6 +130,30 @@ _WORK_COLUMNS = (
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _store_text(db: Any, work_num: int, text: str, *, chunked: bool) -> None:
+    """Store a work's body: in TEXT_CHUNK_CHARS pieces, or whole in a layout before version 5."""
+    if not chunked:
+        db.execute("INSERT INTO texts (work_num, body) VALUES (?, ?)", (work_num, text))
+        return
+    pieces = [text[i : i + TEXT_CHUNK_CHARS] for i in range(0, len(text), TEXT_CHUNK_CHARS)] or [""]
+    db.executemany("INSERT INTO text_chunks (work_num, chunk, body) VALUES (?, ?, ?)",
+                   ((work_num, k, piece) for k, piece in enumerate(pieces)))
+
+
+def _chunk_texts(db: Any) -> int:
+    """Move the whole bodies of table `texts` (format versions 3 and 4) into `text_chunks`, in
+    the caller's transaction; returns how many were moved."""
+    db.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE text_chunks") : _SCHEMA.index("CREATE TABLE postings")])
+    nums = [r[0] for r in db.execute("SELECT work_num FROM texts ORDER BY work_num").fetchall()]
+    if nums:
+        log.info("storing the %d texts of the collection in chunks (format version %d)", len(nums), FORMAT_VERSION)
+    for num in nums:  # one body in memory at a time
+        (body,) = db.execute("SELECT body FROM texts WHERE work_num = ?", (num,)).fetchone()
+        _store_text(db, num, body, chunked=True)
+    db.execute("DROP TABLE texts")
+    return len(nums)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -380,6 +413,7 @@ class Collection:
         self._files: dict[str, str] = {}  # channel -> its main index file
         self._deltas: dict[str, str] = {}  # channel -> its delta index file, where there is one
         self.generation = 0
+        self._chunked_texts = True  # the layout of the loaded snapshot (False before version 5)
         self.manifest: Manifest
         self._lock = _Lock(self.path / "lock")
         self._write_lock = _Lock(self.path / "write.lock")
@@ -533,6 +567,7 @@ class Collection:
         self._deltas = deltas
         self._by_file = _in_memory(indexes, files, deltas)
         self.generation = int(meta["generation"])
+        self._chunked_texts = version >= 5  # else one whole body per work, in table `texts`
         self.manifest = Manifest(
             name=meta["name"],
             format_version=version,
@@ -655,10 +690,18 @@ class Collection:
         return None if row is None else self._work(row)
 
     def text(self, work_id: str) -> str | None:
-        row = self.db.execute(
-            "SELECT body FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?", (work_id,)
-        ).fetchone()
-        return None if row is None else row[0]
+        """A text work's stored body; None if the work has none."""
+        if not self._chunked_texts:
+            row = self.db.execute(
+                "SELECT body FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?", (work_id,)
+            ).fetchone()
+            return None if row is None else row[0]
+        rows = self.db.execute(
+            "SELECT body FROM text_chunks JOIN works ON works.num = text_chunks.work_num WHERE works.id = ? "
+            "ORDER BY chunk",
+            (work_id,),
+        ).fetchall()
+        return "".join(r[0] for r in rows) if rows else None
 
     def thumbnail(self, work_id: str) -> bytes | None:
         """The small image (encoded bytes) stored with an image work, or None."""
@@ -775,22 +818,44 @@ class Collection:
 
     def text_length(self, work_id: str) -> int:
         """Characters in a text work's stored body (0 if it has none)."""
-        row = self.db.execute(
-            "SELECT length(body) FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?", (work_id,)
+        if not self._chunked_texts:
+            row = self.db.execute(
+                "SELECT length(body) FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?",
+                (work_id,),
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+        row = self.db.execute(  # every chunk but the last is full: only the last is read
+            "SELECT chunk, length(body) FROM text_chunks JOIN works ON works.num = text_chunks.work_num "
+            "WHERE works.id = ? ORDER BY chunk DESC LIMIT 1",
+            (work_id,),
         ).fetchone()
-        return 0 if row is None else int(row[0])
+        return 0 if row is None else int(row[0]) * TEXT_CHUNK_CHARS + int(row[1])
 
     def text_slice(self, work_id: str, start: int, end: int) -> str:
         """Characters start..end of a text work's body ('' past its end)."""
         if start < 0 or end < start:
             raise CollectionError(f"bad text slice {start}..{end}")
-        row = self.db.execute(
-            "SELECT substr(body, ?, ?) FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?",
-            (start + 1, end - start, work_id),
-        ).fetchone()
-        if row is None:
-            raise CollectionError(f"collection {self.name!r} has no text for work {work_id}")
-        return row[0]
+        if not self._chunked_texts:
+            row = self.db.execute(
+                "SELECT substr(body, ?, ?) FROM texts JOIN works ON works.num = texts.work_num WHERE works.id = ?",
+                (start + 1, end - start, work_id),
+            ).fetchone()
+            if row is None:
+                raise CollectionError(f"collection {self.name!r} has no text for work {work_id}")
+            return row[0]
+        first = start // TEXT_CHUNK_CHARS
+        last = max(first, (end - 1) // TEXT_CHUNK_CHARS)
+        rows = self.db.execute(
+            "SELECT body FROM text_chunks JOIN works ON works.num = text_chunks.work_num "
+            "WHERE works.id = ? AND chunk BETWEEN ? AND ? ORDER BY chunk",
+            (work_id, first, last),
+        ).fetchall()
+        if not rows:
+            if self.text_length(work_id) == 0 and self.text(work_id) is None:
+                raise CollectionError(f"collection {self.name!r} has no text for work {work_id}")
+            return ""  # past the end
+        at = first * TEXT_CHUNK_CHARS
+        return "".join(r[0] for r in rows)[start - at : end - at]
 
     def calibration(self, name: str) -> tuple[int, dict[str, Any]] | None:
         """The stored calibration *name* as (generation it was computed at, body), or None."""
@@ -993,7 +1058,7 @@ class Writer:
                 self._tier(spec.name, "delta").add_with_ids(vec, ids[: len(vec)])
                 added.append(spec.name)
             if text is not None:
-                self.db.execute("INSERT INTO texts (work_num, body) VALUES (?, ?)", (num, text))
+                _store_text(self.db, num, text, chunked=self.coll._chunked_texts)
             if thumbnail is not None:
                 self.db.execute("INSERT INTO thumbnails (work_num, data) VALUES (?, ?)", (num, thumbnail))
         except BaseException:
@@ -1050,6 +1115,14 @@ class Writer:
                 self._changed = True
         return moving
 
+    def upgrade_format(self) -> bool:
+        """Have this session's commit bring a collection of an older format version to
+        FORMAT_VERSION (a commit that changes anything does so anyway); False if it is current."""
+        if self.coll.manifest.format_version == FORMAT_VERSION:
+            return False
+        self._changed = True
+        return True
+
     def set_calibration(self, name: str, generation: int, body: dict[str, Any]) -> None:
         """Store calibration *name* computed at *generation*; visible at the next commit. It is
         derived data, so storing it alone does not start a new generation."""
@@ -1089,9 +1162,12 @@ class Writer:
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'files'", (json.dumps(files),))
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('deltas', ?)", (json.dumps(deltas),))
+            if not coll._chunked_texts:
+                _chunk_texts(self.db)
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
             with coll._lock.hold(exclusive=True):
                 self.db.execute("COMMIT")  # the moment the new state becomes the committed one
+                coll._chunked_texts = True
                 old = (set(coll._files.values()) | set(coll._deltas.values())) - set(files.values()) - set(deltas.values())
                 coll._files, coll._deltas = files, deltas
                 coll.generation = gen

@@ -15,11 +15,12 @@ from typing import Any, Literal
 from indexes.errors import CollectionError
 
 #: Version of the on-disk layout; a collection of another version is refused with a message.
-#: Version 4 added delta index files (recent additions beside each main index).
-FORMAT_VERSION = 4
-#: Versions this code reads; a commit upgrades a collection to FORMAT_VERSION (a version 3
-#: collection is a version 4 one without delta files).
-READ_FORMAT_VERSIONS = (3, 4)
+#: Version 4 added delta index files (recent additions beside each main index); version 5 stores
+#: texts in chunks (table `text_chunks`, see `indexes.collection.TEXT_CHUNK_CHARS`).
+FORMAT_VERSION = 5
+#: Versions this code reads; a commit that changes a collection upgrades it to FORMAT_VERSION (a
+#: version 3 collection is a version 4 one without delta files; version 4 kept texts whole).
+READ_FORMAT_VERSIONS = (3, 4, 5)
 
 ChannelKind = Literal["float", "binary", "postings"]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

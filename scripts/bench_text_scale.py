@@ -73,7 +73,7 @@ from detector.demo import fetch_wheel, play_text
 from detector.encoders import load_encoder
 from detector.fingerprints import text_shingles, winnow
 from detector.works import split_passages, text_item, word_spans
-from indexes import Collection, SegmentRecord, WorkRecord
+from indexes import FORMAT_VERSION, Collection, SegmentRecord, WorkRecord
 
 log = logging.getLogger("bench_text_scale")
 
@@ -509,14 +509,35 @@ def ensure_collection(plan: BuildPlan) -> tuple[dict[str, Any], bool]:
     """The meta of *plan*'s collection, building it in a child process unless cached."""
     if cached_ok(plan):
         log.info("reusing the collection cached in %s", plan.home)
+        manifest = json.loads((collection_dir(Path(plan.home)) / "manifest.json").read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:  # built by an older factor4: upgrade it
+            if (code := _in_child(upgrade_collection, Path(plan.home))) != 0:
+                raise RuntimeError(f"upgrading the collection cached in {plan.home} failed (exit code {code})")
         return read_meta(Path(plan.home)) or {}, False
-    ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=build_collection, args=(plan,), name=f"build-{plan.passages}")
+    code = _in_child(build_collection, plan)
+    if code != 0 or not cached_ok(plan):
+        raise RuntimeError(f"building the {plan.passages:,}-passage collection failed (exit code {code})")
+    return read_meta(Path(plan.home)) or {}, True
+
+
+def _in_child(target: Callable[..., None], *args: Any) -> int | None:
+    """Run *target* in a spawned child process (so this one never holds the collection) and
+    return its exit code."""
+    proc = multiprocessing.get_context("spawn").Process(target=target, args=args, name=target.__name__)
     proc.start()
     proc.join()
-    if proc.exitcode != 0 or not cached_ok(plan):
-        raise RuntimeError(f"building the {plan.passages:,}-passage collection failed (exit code {proc.exitcode})")
-    return read_meta(Path(plan.home)) or {}, True
+    return proc.exitcode
+
+
+def upgrade_collection(home: Path) -> None:
+    """Bring a cached collection of an older format version to the current one, in place."""
+    setup_logging(False)
+    with Collection.open(collection_dir(home)) as coll:
+        old, t0 = coll.manifest.format_version, time.perf_counter()
+        with coll.writer() as w:
+            w.upgrade_format()
+        log.info("upgraded %s from format version %d to %d in %.0f s", collection_dir(home), old,
+                 coll.manifest.format_version, time.perf_counter() - t0)
 
 
 # -- sizes ------------------------------------------------------------------------------------
@@ -1059,7 +1080,9 @@ def report(args: argparse.Namespace, env: dict[str, Any], ingest: IngestStats | 
             n = meta["passages"]
             post = postings_bytes(sz)
             wk = sz.get("table:work_keys")
-            texts = sz.get("table:texts")
+            text_parts = [v for k, v in sz.items() if k in ("table:texts", "table:text_chunks")
+                          or k.startswith("table:sqlite_autoindex_text_chunks")]
+            texts = sum(text_parts) if text_parts else None
             rows.append([
                 f"{n:,}", f"{meta['works']:,}", f"{meta['postings_rows']:,}",
                 f"{meta['postings_rows'] / n:.1f}",

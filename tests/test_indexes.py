@@ -91,7 +91,7 @@ def state(coll: Collection) -> dict:
         "works": [w.to_dict() for w in coll.works()],
         "segments": coll.db.execute("SELECT count(*) FROM segments").fetchone()[0],
         "postings": coll.db.execute("SELECT count(*) FROM postings").fetchone()[0],
-        "texts": coll.db.execute("SELECT count(*) FROM texts").fetchone()[0],
+        "texts": coll.db.execute("SELECT count(DISTINCT work_num) FROM text_chunks").fetchone()[0],
         "emb": ntotal(coll, "emb"),
         "bits": ntotal(coll, "bits"),
         "generation": coll.generation,
@@ -371,7 +371,7 @@ def test_remove_work_removes_everything(coll: Collection) -> None:
         coll.work(gone_txt)
     assert coll.text(gone_txt) is None
     assert [r[1] for r in coll.lookup_postings("keys", np.asarray([5, 6, 7, 8]))] == [text_work(2, [])[0].id] * 2
-    for table in ("segments", "texts", "postings"):
+    for table in ("segments", "text_chunks", "postings"):
         assert coll.db.execute(f"SELECT count(*) FROM {table} WHERE work_num = ?", (num,)).fetchone()[0] == 0
     assert coll.db.execute("SELECT count(*) FROM segments").fetchone()[0] == 3 * 2 + 2
     assert coll.check() == []
@@ -487,7 +487,7 @@ def test_reader_snapshot_survives_removal_and_reused_segment_ids(store: Store, c
 
 def test_manifest_matches_after_each_commit(coll: Collection) -> None:
     m = read_manifest(coll)
-    assert m["format_version"] == FORMAT_VERSION == 4 and m["name"] == "refs" and m["generation"] == 0
+    assert m["format_version"] == FORMAT_VERSION == 5 and m["name"] == "refs" and m["generation"] == 0
     assert m["channels"] == [s.to_dict() for s in SPECS]
     emb = m["channels"][0]
     assert (emb["encoder"], emb["dim"], emb["metric"], emb["factory"], emb["weights_sha256"]) == (
@@ -822,6 +822,7 @@ def test_a_version_3_collection_is_read_and_upgraded(store: Store) -> None:
     fill(coll, n_images=3)
     coll.close()
     with sqlite3.connect(coll.path / "catalog.sqlite") as db:  # what factor4 before deltas wrote
+        _whole_texts(db)
         db.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
         db.execute("DELETE FROM meta WHERE key = 'deltas'")
     db.close()
@@ -829,9 +830,87 @@ def test_a_version_3_collection_is_read_and_upgraded(store: Store) -> None:
     assert old.manifest.format_version == 3 and old.manifest.counts["vectors.emb"] == 6
     with old.writer() as w:
         assert w.add_work(*image_work(3, 2))
-    assert old.manifest.format_version == FORMAT_VERSION == 4 and old.check() == []
+    assert old.manifest.format_version == FORMAT_VERSION == 5 and old.check() == []
     old.close()
-    assert Collection.open(coll.path).manifest.format_version == 4
+    assert Collection.open(coll.path).manifest.format_version == 5
+
+
+def _whole_texts(db: sqlite3.Connection) -> None:
+    """Turn a collection's chunked texts back into the whole bodies of format versions 3 and 4."""
+    db.execute("CREATE TABLE texts(work_num INTEGER PRIMARY KEY REFERENCES works(num) ON DELETE CASCADE, "
+               "body TEXT NOT NULL)")
+    db.execute("INSERT INTO texts SELECT work_num, group_concat(body, '') FROM "
+               "(SELECT work_num, body FROM text_chunks ORDER BY work_num, chunk) GROUP BY work_num")
+    db.execute("DROP TABLE text_chunks")
+
+
+def _long_text(chars: int) -> str:
+    words = ["naïve", "café", "word", "Œuvre", "x", "東京", "plain", "text"]
+    out, k = [], 0
+    while sum(map(len, out)) + len(out) < chars:
+        out.append(words[k % len(words)] + str(k))
+        k += 1
+    return " ".join(out)[:chars]
+
+
+def test_texts_are_stored_in_chunks_and_any_stretch_reads_back_exactly(coll: Collection) -> None:
+    from indexes.collection import TEXT_CHUNK_CHARS as C
+
+    bodies = {1: _long_text(3 * C + 17), 2: _long_text(2 * C), 3: "", 4: "one"}
+    ids = {}
+    with coll.writer() as w:
+        for i, body in bodies.items():
+            rec, segs, vecs, post, _ = text_work(i, [i])
+            ids[i] = rec.id
+            assert w.add_work(rec, segs, vecs, post, body)
+    chunks = dict(coll.db.execute("SELECT works.id, count(*) FROM text_chunks JOIN works ON num = work_num "
+                                  "GROUP BY works.id").fetchall())
+    assert [chunks[ids[i]] for i in bodies] == [4, 2, 1, 1]  # the empty text keeps one (empty) chunk
+    for i, body in bodies.items():
+        assert coll.text(ids[i]) == body and coll.text_length(ids[i]) == len(body)
+        for a, b in [(0, 0), (0, 5), (C - 3, C + 3), (C, 2 * C), (5, 3 * C + 9), (2 * C - 1, 2 * C),
+                     (max(0, len(body) - 2), len(body) + 50), (len(body) + 10, len(body) + 20), (0, 10**9)]:
+            assert coll.text_slice(ids[i], a, b) == body[a:b], (i, a, b)
+    with pytest.raises(CollectionError, match="no text for work"):
+        coll.text_slice(image_work(0, 1)[0].id, 0, 10)
+    with pytest.raises(CollectionError, match="bad text slice"):
+        coll.text_slice(ids[1], 5, 2)
+
+
+def test_a_version_4_collection_with_whole_texts_is_read_and_chunked_by_its_next_change(store: Store) -> None:
+    coll = store.create("refs", SPECS)
+    fill(coll, n_images=1, texts={1: [1, 2], 2: [3]})
+    long = _long_text(10_000)
+    with coll.writer() as w:
+        rec, segs, vecs, post, _ = text_work(3, [4])
+        assert w.add_work(rec, segs, vecs, post, long)
+    bodies = {text_work(i, [])[0].id: b for i, b in ((1, text_work(1, [])[4]), (2, text_work(2, [])[4]), (3, long))}
+    coll.close()
+    with sqlite3.connect(coll.path / "catalog.sqlite") as db:
+        _whole_texts(db)
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'format_version'")
+    db.close()
+    old = Collection.open(coll.path)
+    assert old.manifest.format_version == 4
+    for wid, body in bodies.items():  # read from the old layout
+        assert old.text(wid) == body and old.text_length(wid) == len(body)
+        assert old.text_slice(wid, 3, 9000) == body[3:9000]
+    with pytest.raises(RuntimeError, match="stop"), old.writer() as w:  # a change rolled back: still version 4
+        assert w.add_work(*text_work(4, [5])[:4], "new text")
+        raise RuntimeError("stop")
+    assert old.manifest.format_version == 4 and old.text(text_work(4, [])[0].id) is None
+    assert old.text_slice(text_work(3, [])[0].id, 4000, 4010) == long[4000:4010]
+    with old.writer() as w:  # a change that lands moves every text into chunks, the new one too
+        assert w.add_work(*text_work(4, [5])[:4], "new text")
+    bodies[text_work(4, [])[0].id] = "new text"
+    for again in (old, Collection.open(coll.path)):
+        assert again.manifest.format_version == FORMAT_VERSION == 5 and again.check() == []
+        tables = {r[0] for r in again.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "texts" not in tables and "text_chunks" in tables
+        for wid, body in bodies.items():
+            assert again.text(wid) == body and again.text_length(wid) == len(body)
+            assert again.text_slice(wid, 3990, 8010) == body[3990:8010]
+    old.close()
 
 
 def test_a_missing_or_garbled_delta_is_a_clear_storage_error(store: Store) -> None:
