@@ -14,13 +14,12 @@ and spacing do not matter. It finds every pair of equal words, then
 Every chain is reported as pieces: runs of at least `verbatim_words` consecutive equal words
 ("verbatim") and the stretches between them that match word for word only in part ("near").
 Reordered sentences give one chain each; a buried excerpt gives one chain inside the output.
-All of it is numpy over the list of equal-word pairs; the chaining step runs in Python over
-segments of two or more matches, which unrelated texts produce few of.
+All of it is numpy over the list of equal-word pairs (sorted by diagonal with a radix sort);
+only the links between segments, which unrelated texts make few of, are walked in Python.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import Literal
 
@@ -99,6 +98,15 @@ def _pairs(out_keys: np.ndarray, work_keys: np.ndarray, max_pairs: int) -> tuple
     return i, j.astype(np.int64)
 
 
+def _by_diagonal(d: np.ndarray, n_out: int, n_work: int) -> np.ndarray:
+    """The order of pairs by diagonal, then output word, for pairs listed by output word (as
+    `_pairs` lists them): a stable sort by diagonal alone. Diagonals lie in -n_out..n_work; when
+    they fit 16 bits NumPy sorts them by radix, ~7x faster than a comparison sort."""
+    if n_out + n_work <= 1 << 16:
+        return np.argsort((d + n_out).astype(np.uint16), kind="stable")
+    return np.argsort(d, kind="stable")
+
+
 def align(
     out_keys: np.ndarray,
     work_keys: np.ndarray,
@@ -125,8 +133,7 @@ def align(
     if len(i) == 0:
         return []
     d = j - i
-    # by diagonal, then output word: one sort of a combined key (faster than lexsort)
-    order = np.argsort((d + len(out_keys)) * (len(out_keys) + 1) + i)
+    order = _by_diagonal(d, len(out_keys), len(work_keys))
     i, j, d = i[order], j[order], d[order]
     step = np.diff(i)
     same_diag = np.diff(d) == 0
@@ -146,28 +153,8 @@ def align(
     s_cnt = seg_count[keep]
 
     # chain segments across diagonals: best total of matches ending with each segment
-    by_start = np.argsort(s_i0, kind="stable")
     n = len(keep)
-    best = s_cnt.astype(np.int64).copy()
-    prev = np.full(n, -1, dtype=np.int64)
-    ends: list[int] = []  # s_i1 of processed segments, sorted, with their segment numbers
-    ends_seg: list[int] = []
-    i0l, i1l, j0l, j1l = s_i0.tolist(), s_i1.tolist(), s_j0.tolist(), s_j1.tolist()
-    best_l = best.tolist()
-    prev_l = prev.tolist()
-    for s in by_start.tolist():
-        lo = bisect.bisect_left(ends, i0l[s] - chain_gap)
-        hi = bisect.bisect_right(ends, i0l[s])
-        top, arg = 0, -1
-        for t in ends_seg[lo:hi]:
-            if j1l[t] <= j0l[s] <= j1l[t] + chain_gap and best_l[t] > top:
-                top, arg = best_l[t], t
-        if arg >= 0:
-            best_l[s] += top
-            prev_l[s] = arg
-        at = bisect.bisect_right(ends, i1l[s])
-        ends.insert(at, i1l[s])
-        ends_seg.insert(at, s)
+    best_l, prev_l = _chain(s_i0, s_i1, s_j0, s_j1, s_cnt, chain_gap)
 
     # runs of each kept segment, for the pieces: a segment's runs are consecutive (every segment
     # break is a run break), so only the chains that are kept need theirs listed
@@ -181,8 +168,10 @@ def align(
     claimed = np.zeros(len(out_keys), dtype=bool)
     used = [False] * n
     out: list[Alignment] = []
-    for s in sorted(range(n), key=lambda x: -best_l[x]):
-        if used[s] or best_l[s] < min_words:
+    best = np.asarray(best_l, dtype=np.int64)
+    enough = np.flatnonzero(best >= min_words)
+    for s in enough[np.argsort(-best[enough], kind="stable")].tolist():
+        if used[s]:
             continue
         chain = []
         t = s
@@ -201,6 +190,62 @@ def align(
         out.append(Alignment(_pieces(runs, verbatim_words), matched, max(r[2] for r in runs)))
     out.sort(key=lambda a: (-a.matched, a.out_start))
     return out
+
+
+def _chain(i0: np.ndarray, i1: np.ndarray, j0: np.ndarray, j1: np.ndarray, cnt: np.ndarray,
+           chain_gap: int) -> tuple[list[int], list[int]]:
+    """Chains of diagonal segments (word ranges i0..i1 in the output, j0..j1 in the work, cnt
+    matches each): per segment, the most matches of a chain ending with it, and the segment
+    before it in that chain (-1 for none). A segment may follow one that ends at most
+    *chain_gap* words before it starts, in both texts. Of equal chains, the one whose last
+    segment ends first (then starts first) is kept.
+
+    The links are found with numpy, not by comparing every pair: segment ends are bucketed in a
+    grid of (chain_gap + 1)-word cells, and each segment looks only in the two-by-two cells
+    where a segment it may follow can end. Unrelated texts make thousands of two-match
+    segments and almost no links, so only the links are walked in Python."""
+    n = len(i0)
+    best, prev = cnt.astype(np.int64).tolist(), [-1] * n
+    cell = chain_gap + 1
+    rows = int(j1.max()) // cell + 3 if n else 1
+    end_cell = (i1 // cell + 1) * rows + j1 // cell + 1
+    by_cell = np.argsort(end_cell, kind="stable")
+    cells = end_cell[by_cell]
+    src_parts, dst_parts = [], []
+    x0, y0 = (i0 - chain_gap) // cell + 1, (j0 - chain_gap) // cell + 1
+    for dx in (0, 1):
+        for dy in (0, 1):
+            key = (x0 + dx) * rows + y0 + dy
+            lo = np.searchsorted(cells, key, side="left")
+            found = np.searchsorted(cells, key, side="right") - lo
+            total = int(found.sum())
+            if total:
+                first = np.repeat(lo - (np.cumsum(found) - found), found)
+                src_parts.append(by_cell[first + np.arange(total)])
+                dst_parts.append(np.repeat(np.arange(n), found))
+    if not src_parts:
+        return best, prev
+    src, dst = np.concatenate(src_parts), np.concatenate(dst_parts)
+    ok = (i1[src] >= i0[dst] - chain_gap) & (i1[src] <= i0[dst]) & (j1[src] <= j0[dst]) & (j0[dst] <= j1[src] + chain_gap)
+    src, dst = src[ok], dst[ok]
+    # a segment's links in the order segments start (every segment it may follow starts before
+    # it, so its chain is complete when its turn comes), each segment's by where they end
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(i0, kind="stable")] = np.arange(n)
+    order = np.lexsort((rank[src], i1[src], rank[dst]))
+    cur, top, arg = -1, 0, -1
+    for t, s in zip(src[order].tolist(), dst[order].tolist(), strict=True):
+        if s != cur:
+            if arg >= 0:
+                best[cur] += top
+                prev[cur] = arg
+            cur, top, arg = s, 0, -1
+        if best[t] > top:
+            top, arg = best[t], t
+    if arg >= 0:
+        best[cur] += top
+        prev[cur] = arg
+    return best, prev
 
 
 def _pieces(runs: list[tuple[int, int, int]], verbatim_words: int) -> tuple[Piece, ...]:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.align import align
+from detector.align import _by_diagonal, _chain, align
 from detector.fingerprints import text_shingles, winnow, word_keys, word_keys_only, word_spans_of
 
 rng = np.random.default_rng(0)
@@ -87,6 +87,55 @@ def test_repetitive_text_is_capped_not_quadratic() -> None:
     same = np.full(5000, 7, dtype=np.int64)  # 25 million equal-word pairs
     found = align(same, same, max_pairs=100_000)
     assert found == [] or all(a.matched <= 5000 for a in found)
+
+
+def _chain_by_definition(i0, i1, j0, j1, cnt, chain_gap):
+    """What `_chain` computes, by its definition: segments in the order they start; each follows
+    the best chain among those ending at most chain_gap words before it starts, in both texts;
+    of equal ones, the one whose last segment ends first, then started first."""
+    n = len(i0)
+    order = sorted(range(n), key=lambda s: i0[s])  # stable: equal starts keep their order
+    rank = {s: k for k, s in enumerate(order)}
+    best, prev = [int(c) for c in cnt], [-1] * n
+    for s in order:
+        links = [t for t in range(n) if i0[s] - chain_gap <= i1[t] <= i0[s] and j1[t] <= j0[s] <= j1[t] + chain_gap]
+        if links:
+            top = max(best[t] for t in links)
+            arg = min((t for t in links if best[t] == top), key=lambda t: (i1[t], rank[t]))
+            best[s] += top
+            prev[s] = arg
+    return best, prev
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_segment_chains_are_those_of_the_definition_ties_included(seed: int) -> None:
+    r = np.random.default_rng(seed)
+    n = int(r.integers(1, 120))
+    span = int(r.integers(20, 400))  # small spans: many links, many equal chains
+    i0 = r.integers(0, span, n)
+    j0 = r.integers(0, span, n)
+    length = r.integers(2, 6, n)
+    i1, j1 = i0 + length, j0 + length + r.integers(-1, 2, n).clip(min=1 - length)
+    cnt = r.integers(2, 4, n)
+    gap = int(r.integers(0, 12))
+    assert _chain(i0, i1, j0, j1, cnt, gap) == _chain_by_definition(i0, i1, j0, j1, cnt, gap)
+
+
+@pytest.mark.parametrize(("n_out", "n_work"), [(300, 2_000), (2_000, 64_000), (3_000, 70_000)])
+def test_pairs_are_ordered_by_diagonal_then_output_word_in_either_sort(n_out: int, n_work: int) -> None:
+    i = np.sort(rng.integers(0, n_out, 5_000))
+    j = rng.integers(0, n_work, 5_000)
+    d = j - i
+    order = _by_diagonal(d, n_out, n_work)  # 16-bit radix sort up to 65,536 words in all
+    assert (order == np.lexsort((i, d))).all()
+
+
+def test_a_copy_deep_in_a_long_work_is_found_past_the_radix_sort_range() -> None:
+    work = words(70_000)
+    out = np.concatenate([words(500, start=10**6), work[66_000:66_120], words(500, start=2 * 10**6)])
+    (found,) = align(out, work)
+    assert (found.out_start, found.out_end, found.work_start, found.work_end) == (500, 620, 66_000, 66_120)
+    assert found.matched == found.longest_run == 120
 
 
 def test_word_keys_ignore_case_punctuation_and_apostrophe_style() -> None:
