@@ -825,11 +825,12 @@ class Collection:
             ).fetchone()
             return 0 if row is None else int(row[0])
         row = self.db.execute(  # every chunk but the last is full: only the last is read
-            "SELECT chunk, length(body) FROM text_chunks JOIN works ON works.num = text_chunks.work_num "
+            "SELECT chunk, body FROM text_chunks JOIN works ON works.num = text_chunks.work_num "
             "WHERE works.id = ? ORDER BY chunk DESC LIMIT 1",
             (work_id,),
         ).fetchone()
-        return 0 if row is None else int(row[0]) * TEXT_CHUNK_CHARS + int(row[1])
+        # counted in Python: SQLite's length() stops at a NUL character
+        return 0 if row is None else int(row[0]) * TEXT_CHUNK_CHARS + len(row[1])
 
     def text_slice(self, work_id: str, start: int, end: int) -> str:
         """Characters start..end of a text work's body ('' past its end)."""

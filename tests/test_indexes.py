@@ -856,7 +856,7 @@ def _long_text(chars: int) -> str:
 def test_texts_are_stored_in_chunks_and_any_stretch_reads_back_exactly(coll: Collection) -> None:
     from indexes.collection import TEXT_CHUNK_CHARS as C
 
-    bodies = {1: _long_text(3 * C + 17), 2: _long_text(2 * C), 3: "", 4: "one"}
+    bodies = {1: _long_text(3 * C + 17), 2: _long_text(2 * C), 3: "", 4: "one", 5: "nul\x00" * C}
     ids = {}
     with coll.writer() as w:
         for i, body in bodies.items():
@@ -865,7 +865,7 @@ def test_texts_are_stored_in_chunks_and_any_stretch_reads_back_exactly(coll: Col
             assert w.add_work(rec, segs, vecs, post, body)
     chunks = dict(coll.db.execute("SELECT works.id, count(*) FROM text_chunks JOIN works ON num = work_num "
                                   "GROUP BY works.id").fetchall())
-    assert [chunks[ids[i]] for i in bodies] == [4, 2, 1, 1]  # the empty text keeps one (empty) chunk
+    assert [chunks[ids[i]] for i in bodies] == [4, 2, 1, 1, 4]  # the empty text keeps one (empty) chunk
     for i, body in bodies.items():
         assert coll.text(ids[i]) == body and coll.text_length(ids[i]) == len(body)
         for a, b in [(0, 0), (0, 5), (C - 3, C + 3), (C, 2 * C), (5, 3 * C + 9), (2 * C - 1, 2 * C),
