@@ -137,7 +137,7 @@ def scan_text(
         doc_freq = {k: len(v) for k, v in holders.items()}
 
     by_keys = sorted((w for w in hits if hits[w].keys), key=lambda w: (-len(hits[w].keys), w))
-    by_cosine = sorted((w for w in hits if hits[w].passages), key=lambda w: (-hits[w].cosine, w))
+    by_cosine = _works_by_window(hits)
     candidates = set(by_keys[: config.ALIGN_WORKS]) | set(by_cosine[: config.ALIGN_WORKS])
     # when the output is short, aligning whole works is cheap: a heavily reworded output's source
     # may rank below ALIGN_WORKS by embedding, so align more of them within a fixed budget
@@ -168,11 +168,29 @@ def scan_text(
     return result
 
 
+def _works_by_window(hits: dict[str, _Hits]) -> list[str]:
+    """Works with similar passages, in the order they are made candidates: each output window's
+    most similar work first, then each window's second, and so on, the more similar first within
+    a round. A reworded excerpt buried in other text is one window's match; ranked by their best
+    cosine over all windows, works that resemble the filler's style would crowd its source out."""
+    per_window: dict[int, dict[str, float]] = defaultdict(dict)
+    for wid, h in hits.items():
+        for cos, w, _start, _end in h.passages:
+            if cos > per_window[w].get(wid, -2.0):
+                per_window[w][wid] = cos
+    ranked = (sorted(((-cos, wid) for wid, cos in best.items())) for best in per_window.values())
+    rounds = sorted((r, neg, wid) for order in ranked for r, (neg, wid) in enumerate(order))
+    seen: dict[str, None] = {}
+    for _r, _neg, wid in rounds:
+        seen.setdefault(wid, None)
+    return list(seen)
+
+
 def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
     """Character ranges of a work to align with the output: around its similar passages and
     its shared n-grams, merged, the best supported first up to `config.ALIGN_MAX_REGION_CHARS`."""
     spans: list[tuple[int, int, float]] = []
-    for cos, _w, start, end in sorted(h.passages, reverse=True)[: config.ALIGN_PASSAGES]:
+    for cos, start, end in _similar_passages(h.passages, config.ALIGN_PASSAGES):
         margin = end - start
         spans.append((max(0, start - margin), end + margin, cos))
     reach = min(out_chars, config.ALIGN_REGION_CHARS)
@@ -196,6 +214,28 @@ def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
         out.append((int(a), int(b)))
         total += int(b - a)
     return sorted(out)
+
+
+def _similar_passages(passages: list[tuple[float, int, int, int]], most: int) -> list[tuple[float, int, int]]:
+    """Up to *most* distinct passages (cosine, start, end) of a work to align around, from its
+    (cosine, output window, start, end) hits: each window's best first, then each window's second
+    best, and so on, the more similar first within a round. A work's best passages overall may
+    all answer windows of filler that resemble its style; the window that holds a reworded
+    excerpt still gets its own best passage of the work."""
+    by_window: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
+    for cos, w, start, end in passages:
+        by_window[w].append((cos, start, end))
+    ranked = [sorted(hits, reverse=True) for hits in by_window.values()]
+    rounds = sorted(((r, hit) for hits in ranked for r, hit in enumerate(hits)), key=lambda x: (x[0], -x[1][0], x[1][1:]))
+    chosen: list[tuple[float, int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for _r, (cos, start, end) in rounds:
+        if len(chosen) >= most:
+            break
+        if (start, end) not in seen:
+            seen.add((start, end))
+            chosen.append((cos, start, end))
+    return chosen
 
 
 _WHOLE_TEXTS: Recent[tuple[str, str], tuple[str, np.ndarray, np.ndarray]] = Recent(

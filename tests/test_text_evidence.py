@@ -272,3 +272,31 @@ def test_cli_shows_spans_side_by_side(txt: tuple[Detector, Path], tmp_path: Path
     assert code in (0, 2) and "Traceback" not in err
     if code == 2:
         assert "bad.txt" in err
+
+
+def test_each_output_window_gets_its_own_best_work_and_passage() -> None:
+    """A reworded excerpt buried in other text is one window's match: its source must be made a
+    candidate, and its passage aligned, even when other works match the filler windows better."""
+    from detector.textscan import _Hits, _similar_passages, _works_by_window
+
+    hits: dict[str, _Hits] = {}
+    # windows 0-3 are filler: ten "stylish" works match them at 0.70-0.79; window 4 holds the
+    # excerpt, whose source matches it best (0.66) and matches nothing else well
+    for k in range(10):
+        hits[f"style{k}"] = _Hits(passages=[(0.70 + k / 100, w, 1000 * k, 1000 * k + 600) for w in range(4)]
+                                  + [(0.40, 4, 1000 * k, 1000 * k + 600)])
+    hits["source"] = _Hits(passages=[(0.62, w, 50_000 + 700 * w, 50_600 + 700 * w) for w in range(4)]
+                           + [(0.66, 4, 90_000, 90_600)])
+    order = _works_by_window(hits)
+    by_best = sorted(hits, key=lambda w: -max(c for c, *_ in hits[w].passages))
+    assert "source" not in by_best[: config.ALIGN_WORKS]  # what ranking by best cosine did
+    assert "source" in order[: config.ALIGN_WORKS] and order[0] == "style9"
+    assert sorted(order) == sorted(hits)  # every work once
+    # a work's passages: the excerpt window's best is kept though eight others score higher
+    passages = [(0.70 - d, w, 10_000 * w + 1000 * d * 100, 10_000 * w + 1000 * d * 100 + 600)
+                for w in range(4) for d in (0.0, 0.01)] + [(0.60, 4, 90_000, 90_600)]
+    assert (0.60, 4, 90_000, 90_600) not in sorted(passages, reverse=True)[:5]  # the best five overall
+    chosen = _similar_passages(passages, 5)
+    assert len(chosen) == 5 and (0.60, 90_000, 90_600) in chosen
+    assert {c for c, *_ in chosen} == {0.70, 0.60}  # each window's best, before any second best
+    assert _similar_passages([(0.9, 0, 5, 9), (0.8, 1, 5, 9), (0.7, 1, 20, 30)], 8) == [(0.9, 5, 9), (0.7, 20, 30)]
