@@ -62,9 +62,11 @@ ALIGN_MAX_PAIRS = 2_000_000
 #: A stretch with at least this share of its output words matched in order is near-verbatim;
 #: below it, reworded ("paraphrase").
 NEAR_DENSITY = 0.6
-#: Candidate works aligned per output: this many by shared n-grams, and this many by embeddings.
+#: Candidate works aligned per output: this many by shared n-grams, and this many by embeddings
+#: (each output window's most similar work first, then each window's second, ...).
 ALIGN_WORKS = 10
-#: Similar passages of a candidate work whose neighbourhood is aligned.
+#: Similar passages of a candidate work whose neighbourhood is aligned (each window's best
+#: passage of the work first, then each window's second best, ...).
 ALIGN_PASSAGES = 8
 #: Around a shared n-gram, the work is aligned this far (characters) each way, at most.
 ALIGN_REGION_CHARS = 20_000

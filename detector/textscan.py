@@ -7,12 +7,12 @@ Three steps, each cheap enough for a large collection:
    passage embeddings; separately,
    every word 5-gram of the output is looked up among the works' stored (winnowed) shingle
    keys. Both search windows and n-grams, not the whole output, so a short excerpt buried in
-   a long output still finds its source. The works with the most shingle hits and the best
-   passage similarity become candidates.
-2. **Alignment.** Around each candidate's hits (the similar passages, the shared n-grams) the
-   work's stored text is read back and aligned word by word with the output
-   (`detector.align`): verbatim runs, and near-verbatim stretches that tolerate replaced,
-   inserted and dropped words, with character offsets in both texts.
+   a long output still finds its source. The works with the most shingle hits become
+   candidates, and so do the works most similar to each window (each window's best first).
+2. **Alignment.** Around each candidate's hits (its passages most similar to each window, the
+   shared n-grams) the work's stored text is read back and aligned word by word with the
+   output (`detector.align`): verbatim runs, and near-verbatim stretches that tolerate
+   replaced, inserted and dropped words, with character offsets in both texts.
 3. **Common-text discount.** A stretch whose shared n-grams are held by at least
    `config.COMMON_MIN_WORKS` works of the collection (boilerplate, stock phrases, a quotation
    many works share) is reported as discounted and does not count as evidence.
