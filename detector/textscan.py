@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -37,6 +39,8 @@ from detector.memo import Recent
 from detector.results import TextSpan
 from detector.works import Passage, split_passages
 from indexes import Collection
+
+K = TypeVar("K", str, tuple[int, int])
 
 
 @dataclass
@@ -168,22 +172,34 @@ def scan_text(
     return result
 
 
+def _by_rounds(per_window: Iterable[Iterable[tuple[float, K]]]) -> list[tuple[float, K]]:
+    """Keys ranked window by window: each window's best key first, then each window's second,
+    and so on, the more similar first within a round; each key once, with its cosine where it
+    first came. A reworded excerpt buried in other text is one window's match: ranked by their
+    best cosine over all windows, works and passages that resemble the filler's style would
+    crowd out its source."""
+    rounds = []
+    for hits in per_window:
+        best: dict[K, float] = {}
+        for cos, key in hits:
+            if cos > best.get(key, -2.0):
+                best[key] = cos
+        ranked = sorted(best.items(), key=lambda kc: (-kc[1], kc[0]))
+        rounds.extend((r, -cos, key) for r, (key, cos) in enumerate(ranked))
+    rounds.sort()
+    first: dict[K, float] = {}
+    for _r, neg, key in rounds:
+        first.setdefault(key, -neg)
+    return [(cos, key) for key, cos in first.items()]
+
+
 def _works_by_window(hits: dict[str, _Hits]) -> list[str]:
-    """Works with similar passages, in the order they are made candidates: each output window's
-    most similar work first, then each window's second, and so on, the more similar first within
-    a round. A reworded excerpt buried in other text is one window's match; ranked by their best
-    cosine over all windows, works that resemble the filler's style would crowd its source out."""
-    per_window: dict[int, dict[str, float]] = defaultdict(dict)
+    """Works with similar passages, in the order they are made candidates (`_by_rounds`)."""
+    per_window: dict[int, list[tuple[float, str]]] = defaultdict(list)
     for wid, h in hits.items():
         for cos, w, _start, _end in h.passages:
-            if cos > per_window[w].get(wid, -2.0):
-                per_window[w][wid] = cos
-    ranked = (sorted(((-cos, wid) for wid, cos in best.items())) for best in per_window.values())
-    rounds = sorted((r, neg, wid) for order in ranked for r, (neg, wid) in enumerate(order))
-    seen: dict[str, None] = {}
-    for _r, _neg, wid in rounds:
-        seen.setdefault(wid, None)
-    return list(seen)
+            per_window[w].append((cos, wid))
+    return [wid for _cos, wid in _by_rounds(per_window.values())]
 
 
 def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
@@ -218,24 +234,11 @@ def _regions(h: _Hits, out_chars: int) -> list[tuple[int, int]]:
 
 def _similar_passages(passages: list[tuple[float, int, int, int]], most: int) -> list[tuple[float, int, int]]:
     """Up to *most* distinct passages (cosine, start, end) of a work to align around, from its
-    (cosine, output window, start, end) hits: each window's best first, then each window's second
-    best, and so on, the more similar first within a round. A work's best passages overall may
-    all answer windows of filler that resemble its style; the window that holds a reworded
-    excerpt still gets its own best passage of the work."""
-    by_window: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
+    (cosine, output window, start, end) hits, window by window (`_by_rounds`)."""
+    per_window: dict[int, list[tuple[float, tuple[int, int]]]] = defaultdict(list)
     for cos, w, start, end in passages:
-        by_window[w].append((cos, start, end))
-    ranked = [sorted(hits, reverse=True) for hits in by_window.values()]
-    rounds = sorted(((r, hit) for hits in ranked for r, hit in enumerate(hits)), key=lambda x: (x[0], -x[1][0], x[1][1:]))
-    chosen: list[tuple[float, int, int]] = []
-    seen: set[tuple[int, int]] = set()
-    for _r, (cos, start, end) in rounds:
-        if len(chosen) >= most:
-            break
-        if (start, end) not in seen:
-            seen.add((start, end))
-            chosen.append((cos, start, end))
-    return chosen
+        per_window[w].append((cos, (start, end)))
+    return [(cos, start, end) for cos, (start, end) in _by_rounds(per_window.values())[:most]]
 
 
 _WHOLE_TEXTS: Recent[tuple[str, str], tuple[str, np.ndarray, np.ndarray]] = Recent(

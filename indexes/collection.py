@@ -72,7 +72,16 @@ DELTA_MAX_VECTORS = 20_000
 #: them).
 TEXT_CHUNK_CHARS = 4000
 
-_SCHEMA = """
+_TEXT_CHUNKS_TABLE = """
+CREATE TABLE text_chunks(
+    work_num INTEGER NOT NULL REFERENCES works(num) ON DELETE CASCADE,
+    chunk INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (work_num, chunk)
+);
+"""
+
+_SCHEMA = _TEXT_CHUNKS_TABLE + """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE works(
     num INTEGER PRIMARY KEY,
@@ -95,12 +104,6 @@ CREATE TABLE segments(
 CREATE TABLE thumbnails(
     work_num INTEGER PRIMARY KEY REFERENCES works(num) ON DELETE CASCADE,
     data BLOB NOT NULL
-);
-CREATE TABLE text_chunks(
-    work_num INTEGER NOT NULL REFERENCES works(num) ON DELETE CASCADE,
-    chunk INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (work_num, chunk)
 );
 CREATE TABLE postings(
     channel INTEGER NOT NULL,
@@ -142,10 +145,10 @@ def _store_text(db: Any, work_num: int, text: str, *, chunked: bool) -> None:
                    ((work_num, k, piece) for k, piece in enumerate(pieces)))
 
 
-def _chunk_texts(db: Any) -> int:
+def _chunk_texts(db: Any) -> None:
     """Move the whole bodies of table `texts` (format versions 3 and 4) into `text_chunks`, in
-    the caller's transaction; returns how many were moved."""
-    db.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE text_chunks") : _SCHEMA.index("CREATE TABLE postings")])
+    the caller's transaction."""
+    db.execute(_TEXT_CHUNKS_TABLE)
     nums = [r[0] for r in db.execute("SELECT work_num FROM texts ORDER BY work_num").fetchall()]
     if nums:
         log.info("storing the %d texts of the collection in chunks (format version %d)", len(nums), FORMAT_VERSION)
@@ -153,7 +156,6 @@ def _chunk_texts(db: Any) -> int:
         (body,) = db.execute("SELECT body FROM texts WHERE work_num = ?", (num,)).fetchone()
         _store_text(db, num, body, chunked=True)
     db.execute("DROP TABLE texts")
-    return len(nums)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -413,7 +415,6 @@ class Collection:
         self._files: dict[str, str] = {}  # channel -> its main index file
         self._deltas: dict[str, str] = {}  # channel -> its delta index file, where there is one
         self.generation = 0
-        self._chunked_texts = True  # the layout of the loaded snapshot (False before version 5)
         self.manifest: Manifest
         self._lock = _Lock(self.path / "lock")
         self._write_lock = _Lock(self.path / "write.lock")
@@ -567,7 +568,6 @@ class Collection:
         self._deltas = deltas
         self._by_file = _in_memory(indexes, files, deltas)
         self.generation = int(meta["generation"])
-        self._chunked_texts = version >= 5  # else one whole body per work, in table `texts`
         self.manifest = Manifest(
             name=meta["name"],
             format_version=version,
@@ -641,6 +641,11 @@ class Collection:
         return self.manifest.name
 
     # -- reading ---------------------------------------------------------------------------
+    @property
+    def _chunked_texts(self) -> bool:
+        """Whether texts are stored in chunks (format version 5), else whole in table `texts`."""
+        return self.manifest.format_version >= 5
+
     def _counts(self) -> dict[str, int]:
         counts = {
             "works": self.db.execute("SELECT count(*) FROM works").fetchone()[0],
@@ -852,7 +857,10 @@ class Collection:
             (work_id, first, last),
         ).fetchall()
         if not rows:
-            if self.text_length(work_id) == 0 and self.text(work_id) is None:
+            if self.db.execute(
+                "SELECT 1 FROM text_chunks JOIN works ON works.num = text_chunks.work_num WHERE works.id = ?",
+                (work_id,),
+            ).fetchone() is None:
                 raise CollectionError(f"collection {self.name!r} has no text for work {work_id}")
             return ""  # past the end
         at = first * TEXT_CHUNK_CHARS
@@ -1168,7 +1176,6 @@ class Writer:
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
             with coll._lock.hold(exclusive=True):
                 self.db.execute("COMMIT")  # the moment the new state becomes the committed one
-                coll._chunked_texts = True
                 old = (set(coll._files.values()) | set(coll._deltas.values())) - set(files.values()) - set(deltas.values())
                 coll._files, coll._deltas = files, deltas
                 coll.generation = gen
