@@ -1,28 +1,32 @@
-"""Per-collection false-positive rates, learnt from how the collection's own works score.
+"""The null of a collection: unrelated outputs in its own domain, edited as outputs are.
 
-A score means little without its error rate, and the rate depends on the collection: plays
-by one author share more words with each other than with a chemistry manual. So each
-collection calibrates itself: it makes outputs from its own works (for text, windows of
-`config.CALIBRATION_TEXT_WORDS` words at random places), scans each one with its source work
-*left out*, and keeps the top score of each. Those outputs copy nothing that is left in the
-collection, so their scores are what an unrelated output scores here. A match's `fpr` is the
-share of them that score at least as high, estimated as ``(k + 1) / (n + 1)`` so that it is
-never zero on a finite sample (an upper-leaning estimate; `n` is reported with it).
+A false-positive rate is only as good as the unrelated outputs it is measured on. They should
+look like what users scan: in the collection's own style and vocabulary (the hard case: plays
+by one author share more words with each other than with a chemistry manual) and edited the
+way copies are edited, so that an edit does not by itself look like evidence. So each
+collection makes its null from its own works (`detector.nullmodel` turns it into rates and
+verdicts):
 
-Near-duplicates (two editions of one text, a work added twice under different bytes) would
-make each other's calibration outputs look like copies; works that share at least
-`config.NEAR_DUPLICATE_SHARE` of their n-gram keys are treated as one work and left out
-together.
+- **Texts:** windows of `config.CALIBRATION_TEXT_WORDS` words at random places, as they are,
+  reworded (a share of the words replaced by words of other works), reordered (sentences
+  shuffled), cut down (sentences dropped), and reordered and reworded.
+- **Images:** the works' stored thumbnails as they are, cropped, pasted into another work,
+  framed, captioned, blurred, recoloured, mirrored, rotated, and combined edits (crop + frame +
+  caption, mirror + crop + recompress, downscale + blur).
 
-For images the outputs are the works' stored thumbnails, as they are, cropped (to 40-65 % of
-their area) and pasted over another work (as 30-60 % of a composite): the output shapes that
-region search looks for. Near-duplicate images (recoloured variants of one drawing, a crop of
-another work) are works whose SSCD descriptors, whole or regional, reach the copy threshold;
-each group is sampled as one work and left out together.
+Each output is scanned with its source work *and its near-duplicates* left out, as if they
+were not in the collection: two editions of one text, or recoloured variants of one drawing,
+would otherwise make each other's outputs look like copies. Texts that share at least
+`config.NEAR_DUPLICATE_SHARE` of their n-gram keys, and images whose SSCD descriptors (whole or
+regional) reach the copy cut point, are one group, sampled as one work and left out together.
 
-Limits: the calibration outputs are in the collection's own style and vocabulary, which is a
-hard case (an AI output on another topic scores lower still); with few works the estimate is
-coarse, and with fewer than two unrelated works there is none (fpr is then None).
+Users add their own negatives (outputs of their model for unrelated prompts): scanned with
+nothing left out, judged against the collection's own null first; a negative that is in fact a
+copy of a reference (its verdict is ``copy``) is reported and left out.
+
+Limits: the outputs are edits of the collection's works, not real outputs of a model; with few
+works they are many edits of few pictures or texts, which are not independent samples; with
+fewer than two unrelated works (and no negatives) there is no null and no error rate.
 """
 
 from __future__ import annotations
@@ -30,55 +34,41 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Callable
+import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from detector import config
-from detector.results import Calibration
+from detector import config, signals
 from detector.works import word_spans
 from indexes import Collection
 
 log = logging.getLogger(__name__)
 
-IMAGE_METHOD = ("the collection's images as they are, cropped to 40-65% and pasted into another as 30-60%, "
-                "source works and near-duplicates left out")
-TEXT_METHOD = "windows of {lengths} words from the collection's texts, source work and near-duplicates left out"
+TEXT_EDITS = ("as is", "reworded", "reordered", "cut down", "reordered + reworded")
+IMAGE_EDITS = ("as is", "cropped", "composite", "framed", "captioned", "blurred", "recoloured", "mirrored",
+               "rotated", "crop + frame + caption", "mirror + crop + recompress", "downscale + blur")
+TEXT_METHOD = ("windows of {lengths} words from the collection's texts, as they are, reworded, reordered and "
+               "cut down; source work and near-duplicates left out")
+IMAGE_METHOD = ("the collection's images as they are, cropped, pasted into another, framed, captioned, blurred, "
+                "recoloured, mirrored, rotated and combined edits; source works and near-duplicates left out")
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n\s*\n")
 
 
 @dataclass(frozen=True)
-class NullScores:
-    """The top scores of a collection's calibration outputs, and where they came from."""
+class NullOutput:
+    """One unrelated output: what to scan, which works to leave out, and how it was made."""
 
-    info: Calibration
-    #: ascending
-    scores: tuple[float, ...]
-
-    def fpr(self, score: float) -> float:
-        """Estimated share of unrelated outputs whose top match scores at least *score*."""
-        n = len(self.scores)
-        # scores are stored to 6 decimals: compare at that precision
-        at_least = n - int(np.searchsorted(np.asarray(self.scores), round(score, 6) - 1e-9, side="left"))
-        return (at_least + 1) / (n + 1)
-
-    def to_dict(self) -> dict:
-        return {"info": self.info.to_dict(), "scores": [round(s, 6) for s in self.scores]}
-
-    @classmethod
-    def from_dict(cls, body: dict) -> NullScores:
-        return cls(Calibration(**body["info"]), tuple(float(s) for s in body["scores"]))
+    item: str | Image.Image
+    exclude: frozenset[str]
+    edit: str
 
 
-def is_stale(null: NullScores, works_now: int, generation: int) -> bool:
-    """Whether a calibration made at another generation should be redone."""
-    if null.info.generation == generation:
-        return False
-    then = null.info.works
-    if then < 20:
-        return works_now != then
-    return abs(works_now - then) > config.CALIBRATION_STALE_SHARE * then
+def makeup(outputs: list[NullOutput]) -> tuple[tuple[str, int], ...]:
+    counts = Counter(o.edit for o in outputs)
+    return tuple(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def near_duplicate_groups(coll: Collection, work_ids: list[str], channel: str = "shingles") -> dict[str, frozenset[str]]:
@@ -103,12 +93,9 @@ def near_duplicate_groups(coll: Collection, work_ids: list[str], channel: str = 
     return {w: frozenset(g) for w, g in groups.items()}
 
 
-def calibrate_text(
-    coll: Collection,
-    top_scores: Callable[[list[tuple[str, frozenset[str]]]], list[float]],
-) -> NullScores | None:
-    """Null scores for text outputs; *top_scores([(text, exclude), ...])* scans each output with
-    the works in *exclude* left out and returns its top match score. None if too few works."""
+def text_outputs(coll: Collection, queries: int) -> list[NullOutput] | None:
+    """*queries* unrelated text outputs from the collection's texts (None if it has fewer than
+    two works that are not near-duplicates of each other)."""
     works = coll.works("text")
     if len(works) < 2:
         return None
@@ -120,26 +107,54 @@ def calibrate_text(
     groups = near_duplicate_groups(coll, ids) if has_keys else {w: frozenset({w}) for w in ids}
     if all(len(groups[w]) >= len(works) for w in ids):
         return None  # every work is a near-duplicate of every other: nothing unrelated to learn from
-    per_work = max(1, min(config.CALIBRATION_PER_WORK, math.ceil(config.CALIBRATION_QUERIES / len(ids))))
+    bodies = {w: coll.text(w) or "" for w in ids}
+    spans = {w: word_spans(b) for w, b in bodies.items()}
+    ids = [w for w in ids if spans[w]]
+    if len(ids) < 2:
+        return None
+    per_work = max(1, math.ceil(queries / len(ids)))
     lengths = config.CALIBRATION_TEXT_WORDS
-    outputs: list[tuple[str, frozenset[str]]] = []
-    for wid in ids:
-        body = coll.text(wid) or ""
-        spans = word_spans(body)
-        for k in range(per_work if spans else 0):
-            n = min(lengths[k % len(lengths)], len(spans))
-            start = int(rng.integers(0, len(spans) - n + 1))
-            outputs.append((body[spans[start][0] : spans[start + n - 1][1]], groups[wid]))
-    log.info("calibrating %s: %d outputs from %d text works", coll.name, len(outputs), len(ids))
-    scores = [float(s) for s in top_scores(outputs)]
-    info = Calibration(
-        modality="text",
-        generation=coll.generation,
-        queries=len(scores),
-        works=len(works),
-        method=TEXT_METHOD.format(lengths="/".join(map(str, lengths))),
-    )
-    return NullScores(info, tuple(sorted(scores)))
+    outputs: list[NullOutput] = []
+    for n, wid in enumerate(ids):
+        body, sp = bodies[wid], spans[wid]
+        others = [w for w in ids if w not in groups[wid]] or [w for w in ids if w != wid]
+        for k in range(per_work):
+            size = min(lengths[k % len(lengths)], len(sp))
+            start = int(rng.integers(0, len(sp) - size + 1))
+            text = body[sp[start][0] : sp[start + size - 1][1]]
+            edit = TEXT_EDITS[(k + n) % len(TEXT_EDITS)]
+            donor = others[int(rng.integers(0, len(others)))]
+            outputs.append(NullOutput(edit_text(text, edit, bodies[donor], rng), groups[wid], edit))
+    rng.shuffle(outputs)
+    return outputs[:queries]
+
+
+def edit_text(text: str, edit: str, donor: str, rng: np.random.Generator) -> str:
+    """*text* edited as outputs are (one of `TEXT_EDITS`); reworded text takes its new words
+    from *donor*."""
+    if "reordered" in edit or "cut down" in edit:
+        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+        if len(sentences) > 1:
+            if "cut down" in edit:
+                keep = max(1, round(len(sentences) * (1 - config.CALIBRATION_CUT_SHARE)))
+                chosen = sorted(rng.choice(len(sentences), keep, replace=False).tolist())
+                sentences = [sentences[i] for i in chosen]
+            else:
+                sentences = [sentences[i] for i in rng.permutation(len(sentences))]
+            text = " ".join(sentences)
+    if "reworded" in edit:
+        vocab = [donor[a:b] for a, b in word_spans(donor) if b - a >= 4]
+        if vocab:
+            pieces: list[str] = []
+            last = 0
+            for a, b in word_spans(text):
+                if b - a >= 4 and rng.random() < config.CALIBRATION_REWORD_SHARE:
+                    pieces.append(text[last:a])
+                    pieces.append(vocab[int(rng.integers(0, len(vocab)))])
+                    last = b
+            pieces.append(text[last:])
+            text = "".join(pieces)
+    return text
 
 
 def image_near_duplicate_groups(coll: Collection, work_ids: list[str], channel: str) -> dict[str, frozenset[str]]:
@@ -148,7 +163,10 @@ def image_near_duplicate_groups(coll: Collection, work_ids: list[str], channel: 
     for a PDQ channel)."""
     spec = coll.manifest.channel(channel)
     binary = spec.kind == "binary"
-    copy = config.SIGNAL_THRESHOLDS["pdq_distance" if binary else "sscd"][2]
+    prior = signals.get("pdq_distance" if binary else channel).prior
+    if prior is None:
+        raise ValueError(f"channel {channel!r} has no copy cut point to group near-duplicates by")
+    copy = prior[2]
     whole = {w: coll.work_segments(w)[0].id for w in work_ids}
     vectors = coll.vectors(channel, list(whole.values()))
     scores, ids = coll.search(channel, vectors, config.IMAGE_SEARCH_K)
@@ -163,35 +181,9 @@ def image_near_duplicate_groups(coll: Collection, work_ids: list[str], channel: 
     return {w: frozenset(g) for w, g in groups.items()}
 
 
-def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    area = rng.uniform(0.40, 0.65)
-    aspect = rng.uniform(0.75, 1.33)
-    w = max(8, min(image.width, round(image.width * math.sqrt(area * aspect))))
-    h = max(8, min(image.height, round(image.height * math.sqrt(area / aspect))))
-    x = int(rng.integers(0, image.width - w + 1))
-    y = int(rng.integers(0, image.height - h + 1))
-    return image.crop((x, y, x + w, y + h))
-
-
-def _composite(part: Image.Image, base: Image.Image, rng: np.random.Generator) -> Image.Image:
-    area = rng.uniform(0.30, 0.60)
-    scale = math.sqrt(area * base.width * base.height / (part.width * part.height))
-    w = max(8, min(base.width, round(part.width * scale)))
-    h = max(8, min(base.height, round(part.height * scale)))
-    out = base.copy()
-    out.paste(part.resize((w, h), Image.Resampling.BICUBIC),
-              (int(rng.integers(0, base.width - w + 1)), int(rng.integers(0, base.height - h + 1))))
-    return out
-
-
-def calibrate_image(
-    coll: Collection,
-    channel: str,
-    top_scores: Callable[[list[tuple[Image.Image, frozenset[str]]]], list[float]],
-) -> NullScores | None:
-    """Null scores for image outputs, from the works' thumbnails; *channel* (SSCD, or PDQ)
-    decides near-duplicates; *top_scores([(image, exclude), ...])* scans each output with the
-    works in *exclude* left out and returns its top match score. None if too few works."""
+def image_outputs(coll: Collection, channel: str, queries: int) -> list[NullOutput] | None:
+    """*queries* unrelated image outputs from the works' thumbnails; *channel* (SSCD, or PDQ)
+    decides near-duplicates. None if there are fewer than two unrelated works."""
     works = coll.works("image")
     if len(works) < 2:
         return None
@@ -225,19 +217,91 @@ def calibrate_image(
     picked = [w for w in picked if w in images]
     if len(picked) < 2:
         return None
-    per_work = max(1, min(3, math.ceil(config.CALIBRATION_QUERIES / len(picked))))
-    outputs: list[tuple[Image.Image, frozenset[str]]] = []
+    per_work = max(1, math.ceil(queries / len(picked)))
+    outputs: list[NullOutput] = []
     for n, w in enumerate(picked):
-        image = images[w]
-        outputs.append((image, groups[w]))
-        if per_work >= 2:
-            outputs.append((_crop(image, rng), groups[w]))
-        if per_work >= 3:
-            other = picked[(n + 1 + int(rng.integers(0, len(picked) - 1))) % len(picked)]
-            outputs.append((_composite(image, images[other], rng), groups[w] | groups[other]))
-    outputs = outputs[: config.CALIBRATION_QUERIES]
-    log.info("calibrating %s: %d outputs from %d image works", coll.name, len(outputs), len(picked))
-    scores = [float(s) for s in top_scores(outputs)]
-    info = Calibration(modality="image", generation=coll.generation, queries=len(scores), works=len(works),
-                       method=IMAGE_METHOD)
-    return NullScores(info, tuple(sorted(scores)))
+        for k in range(per_work):
+            edit = IMAGE_EDITS[(k + n) % len(IMAGE_EDITS)] if k else "as is"
+            exclude = groups[w]
+            if edit == "composite":
+                other = picked[(n + 1 + int(rng.integers(0, len(picked) - 1))) % len(picked)]
+                out = _composite(images[w], images[other], rng)
+                exclude = exclude | groups[other]
+            else:
+                out = edit_image(images[w], edit, rng)
+            outputs.append(NullOutput(out, exclude, edit))
+    order_ = rng.permutation(len(outputs))
+    return [outputs[i] for i in order_[:queries]]
+
+
+def edit_image(image: Image.Image, edit: str, rng: np.random.Generator) -> Image.Image:
+    """*image* edited as outputs are (one of `IMAGE_EDITS` but "composite")."""
+    out = image
+    for step in edit.replace("cropped", "crop").replace("mirrored", "mirror").split(" + "):
+        if step == "crop":
+            out = _crop(out, rng)
+        elif step in ("frame", "framed"):
+            pad = max(2, round(min(out.size) * rng.uniform(0.05, 0.15)))
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            out = ImageOps.expand(out, border=pad, fill=colour)
+        elif step in ("caption", "captioned"):
+            band = max(12, round(out.height * rng.uniform(0.12, 0.2)))
+            canvas = Image.new("RGB", (out.width, out.height + band), (255, 255, 255))
+            canvas.paste(out, (0, 0))
+            ImageDraw.Draw(canvas).text((6, out.height + band // 4), "generated image, unrelated prompt",
+                                        fill=(0, 0, 0))
+            out = canvas
+        elif step in ("blurred", "blur"):
+            out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 3.0))))
+        elif step == "recoloured":
+            hsv = np.asarray(out.convert("HSV")).copy()
+            hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.integers(40, 200))) % 256
+            out = Image.fromarray(hsv, "HSV").convert("RGB")
+        elif step == "mirror":
+            out = ImageOps.mirror(out)
+        elif step == "rotated":
+            out = out.rotate(float(rng.uniform(8, 30)) * (1 if rng.random() < 0.5 else -1), expand=True,
+                             resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+        elif step == "recompress":
+            buf = io.BytesIO()
+            out.save(buf, "JPEG", quality=int(rng.integers(25, 60)))
+            buf.seek(0)
+            with Image.open(buf) as im:
+                out = im.convert("RGB")
+        elif step == "downscale":
+            f = float(rng.uniform(0.3, 0.6))
+            out = out.resize((max(8, round(out.width * f)), max(8, round(out.height * f))),
+                             Image.Resampling.BILINEAR)
+        elif step != "as is":
+            raise ValueError(f"unknown image edit {step!r}")
+    return out
+
+
+def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    area = rng.uniform(0.40, 0.65)
+    aspect = rng.uniform(0.75, 1.33)
+    w = max(8, min(image.width, round(image.width * math.sqrt(area * aspect))))
+    h = max(8, min(image.height, round(image.height * math.sqrt(area / aspect))))
+    x = int(rng.integers(0, image.width - w + 1))
+    y = int(rng.integers(0, image.height - h + 1))
+    return image.crop((x, y, x + w, y + h))
+
+
+def _composite(part: Image.Image, base: Image.Image, rng: np.random.Generator) -> Image.Image:
+    area = rng.uniform(0.30, 0.60)
+    scale = math.sqrt(area * base.width * base.height / (part.width * part.height))
+    w = max(8, min(base.width, round(part.width * scale)))
+    h = max(8, min(base.height, round(part.height * scale)))
+    out = base.copy()
+    out.paste(part.resize((w, h), Image.Resampling.BICUBIC),
+              (int(rng.integers(0, base.width - w + 1)), int(rng.integers(0, base.height - h + 1))))
+    return out
+
+
+def is_stale(generation_then: int, works_then: int, works_now: int, generation: int) -> bool:
+    """Whether a calibration made at another generation should be redone."""
+    if generation_then == generation:
+        return False
+    if works_then < 20:
+        return works_now != works_then
+    return abs(works_now - works_then) > config.CALIBRATION_STALE_SHARE * works_then

@@ -153,6 +153,9 @@ def format_result(r: ScanResult) -> str:
     """A readable table of one scan result."""
     decoded = f", decoded as {r.encoding}" if r.encoding not in (None, "utf-8") else ""
     lines = [f"{r.input}  ({r.modality}{decoded}, sha256 {r.sha256[:12]}...)  ->  {r.verdict.upper()}"]
+    if r.calibration is not None and r.calibration.stale:
+        lines.append(f"    note: the calibration is stale (made at {r.calibration.works} works; works were added or "
+                     f"removed since): refresh it with  factor4 calibrate {r.collection}")
     if not r.matches:
         lines.append("    no candidate works found")
     for i, m in enumerate(r.matches, 1):
@@ -164,9 +167,11 @@ def format_result(r: ScanResult) -> str:
         lines.append(f"       {sig}")
         if m.transform is not None and m.region is not None:
             lines.append(f"       {_region_line(m)}")
-        if m.fpr is not None and r.calibration is not None:
-            lines.append(f"       false-positive rate ~{m.fpr:.2%} (from {r.calibration.queries} unrelated outputs "
-                         "made of this collection's works)")
+        if m.reason:
+            lines.append(f"       why: {m.reason}")
+        if m.fpr is not None and m.fpr_upper is not None:
+            lines.append(f"       false-positive rate {_rate(m.fpr)} (95 % upper bound {_rate(m.fpr_upper)}; "
+                         f"from {m.null_size} unrelated outputs)")
         if m.spans and m.verdict != "unrelated":
             lines.extend(_span_lines(m.spans))
         elif m.excerpt and m.verdict != "unrelated":
@@ -214,14 +219,25 @@ def _span_lines(spans: Sequence[TextSpan]) -> list[str]:
     return lines
 
 
+def _rate(rate: float) -> str:
+    return f"{rate:.2%}" if rate >= 0.0001 else f"{rate:.1e}"
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    done = _detector(args).calibrate(args.collection, show_progress_bar=args.progress)
+    done = _detector(args).calibrate(args.collection, show_progress_bar=args.progress, queries=args.queries,
+                                     copy_level=args.copy_level, similar_level=args.similar_level,
+                                     negatives=args.negatives or ())
     if not done:
-        print(f"collection {args.collection!r} has too few unrelated works to calibrate against; "
-              "matches will have no false-positive rate")
+        print(f"collection {args.collection!r} has too few unrelated works to calibrate against (and no "
+              "negatives were given): matches will have no false-positive rate; add works, or give outputs "
+              "known to copy nothing with --negatives PATHS")
     for info in done:
-        print(f"calibrated {args.collection!r} at generation {info.generation}: {info.queries} {info.modality} "
-              f"outputs from {info.works} works ({info.method})")
+        parts = ", ".join(f"{n} {edit}" for edit, n in info.makeup)
+        print(f"calibrated {args.collection!r} ({info.modality}) at generation {info.generation}: {info.queries} "
+              f"unrelated outputs from {info.works} works ({parts}); verdicts at copy fpr <= "
+              f"{_rate(info.copy_level or 0)}, similar <= {_rate(info.similar_level or 0)}")
+        for entry in info.left_out:
+            print(f"  left out a negative that copies a reference: {entry}")
     return EXIT_OK
 
 
@@ -351,9 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
 
-    p = add("calibrate", cmd_calibrate, "Learn a collection's false-positive rates now (scans do it by "
-                                        "themselves after the collection changes).")
+    p = add("calibrate", cmd_calibrate, "Learn a collection's null, its false-positive rates, now (a scan does "
+                                        "it when there is none; after works are added, scans say it is stale).")
     p.add_argument("collection", help="collection to calibrate")
+    p.add_argument("--negatives", nargs="+", metavar="PATH",
+                   help="files or folders of outputs known to copy nothing in the collection (e.g. your model's "
+                        "outputs for unrelated prompts); any that copy a reference are reported and left out")
+    p.add_argument("--queries", type=int, default=None,
+                   help=f"unrelated outputs to make (default {config.CALIBRATION_QUERIES}, or the last "
+                        "calibration's; about 3/level are needed to state a level)")
+    p.add_argument("--copy-level", type=float, default=None,
+                   help=f"false-positive rate a copy verdict is stated at (default {config.COPY_LEVEL})")
+    p.add_argument("--similar-level", type=float, default=None,
+                   help=f"false-positive rate a similar verdict is stated at (default {config.SIMILAR_LEVEL})")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
 

@@ -222,6 +222,8 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
     # SSCD cosine of the whole output with the work (whole, or one of its indexed regions).
     # Scored only where there is no normalised score (collections of under 3 images).
     "sscd": (0.20, 0.45, 0.60, 0.90),
+    # The distilled SSCD student: the same prior cut points (its own null calibrates it).
+    "sscd_distilled": (0.20, 0.45, 0.60, 0.90),
     # Best over the output and its regions of SSCD cosine minus the background cosine. Copy at
     # 0.32: 0.8 % of 500 unrelated outputs reached it and 98 % of 600 edited copies (15 edits).
     "sscd_normalised": (0.10, 0.22, 0.32, 0.70),
@@ -249,19 +251,35 @@ REPORT_SKIPPED_KEPT = 10_000
 #: A batch hands freed heap memory back to the system every this many outputs (see batch.trim_heap).
 BATCH_TRIM_EVERY = 50
 
-# --- calibration ---------------------------------------------------------------------------
-#: Outputs made from the collection's own works to learn how unrelated outputs score: at most
-#: CALIBRATION_QUERIES in all, CALIBRATION_PER_WORK per work, from CALIBRATION_MAX_WORKS works.
-CALIBRATION_QUERIES = 300
-CALIBRATION_PER_WORK = 12
-CALIBRATION_MAX_WORKS = 150
+# --- calibration and verdicts -------------------------------------------------------------
+#: Verdicts are statements about error rates (`detector.nullmodel`): "copy" needs copying-type
+#: evidence and a false-positive rate whose one-sided FPR_CONFIDENCE upper bound is at or below
+#: COPY_LEVEL; "similar" at or below SIMILAR_LEVEL. Each collection may set its own levels
+#: (`factor4 calibrate COLL --copy-level ... --similar-level ...`).
+COPY_LEVEL = 0.001
+SIMILAR_LEVEL = 0.01
+FPR_CONFIDENCE = 0.95
+#: Unrelated outputs made from the collection's own works (and edited as outputs are) to learn
+#: its null: CALIBRATION_QUERIES in all, from at most CALIBRATION_MAX_WORKS works. 3,000 is the
+#: smallest null that can state a rate below COPY_LEVEL at 95 % (about 3 / level); it takes
+#: about 1 minute for texts and 4 for images on 2 cores, once per collection generation.
+CALIBRATION_QUERIES = 3000
+CALIBRATION_MAX_WORKS = 500
 #: Lengths (words) of the text calibration outputs, used in turn.
 CALIBRATION_TEXT_WORDS = (30, 120, 300)
+#: Share of words replaced in a "reworded" text null output; share of sentences dropped in a
+#: "cut down" one.
+CALIBRATION_REWORD_SHARE = 0.2
+CALIBRATION_CUT_SHARE = 0.35
 #: Works sharing this share of their n-gram keys are near-duplicates: left out together.
 NEAR_DUPLICATE_SHARE = 0.5
-#: A calibration is redone when the number of works has changed by more than this share (or,
-#: in collections under 20 works, at all) since it was made.
+#: A calibration is stale when the number of works has changed by more than this share (or,
+#: in collections under 20 works, at all) since it was made. Scans go on using it and say so.
 CALIBRATION_STALE_SHARE = 0.05
+#: Levels the reliability check (stated against measured, `NullModel.reliability`) reports.
+RELIABILITY_LEVELS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+#: Largest negatives file set one calibration reads (`factor4 calibrate --negatives`).
+CALIBRATION_MAX_NEGATIVES = 20_000
 
 
 def home(path: str | os.PathLike[str] | None = None) -> Path:

@@ -25,12 +25,13 @@ import numpy as np
 from PIL import Image
 
 from detector import config, scoring
-from detector.calibration import NullScores, calibrate_image, calibrate_text, is_stale
+from detector.calibration import IMAGE_METHOD, TEXT_METHOD, NullOutput, image_outputs, is_stale, makeup, text_outputs
 from detector.channels import BoundChannels, PreparedImage, channel_spec, normalise_specs
 from detector.errors import CollectionError, InputError
 from detector.imagescan import scan_image
+from detector.nullmodel import Levels, NullModel, tops, without_null
 from detector.progress import progress
-from detector.results import AddFailure, AddReport, Calibration, Match, ScanResult, WorkRef
+from detector.results import VERDICTS, AddFailure, AddReport, Calibration, Match, ScanResult, WorkRef
 from detector.textscan import embed_windows, scan_text
 from detector.works import (
     ImageItem,
@@ -359,66 +360,100 @@ class Detector:
         with self._reading(name) as (coll, bound):
             if not bound.of(item.modality):
                 raise InputError(f"{item.name}: collection {name!r} has no encoder for {item.modality} outputs")
-            matches = self._matches(coll, bound, item, top=top)  # a bad output fails here, before any calibration
-            null = self._null_scores(name, coll, bound, item.modality)
+            found = self._evidence(coll, bound, item)  # a bad output fails here, before any calibration
+            null = self._null(name, coll, bound, item.modality)
+            matches = _judged(found, null, coll, item.modality)[:top]
+            info = None
             if null is not None:
-                matches = [replace(m, fpr=null.fpr(m.score)) for m in matches]
-            return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches),
-                              None if null is None else null.info,
+                info = null.info
+                if is_stale(info.generation, info.works, len(coll.works(item.modality)), coll.generation):
+                    info = replace(info, stale=True)
+            return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches), info,
                               item.encoding if isinstance(item, TextItem) else None)
 
-    def _matches(self, coll: Collection, bound: BoundChannels, item: Item,
-                 exclude: frozenset[str] = frozenset(), top: int | None = None) -> list[Match]:
-        """The *top* works (default all) the output matches, best first (no fpr yet)."""
-        matches = []
+    def _evidence(self, coll: Collection, bound: BoundChannels, item: Item,
+                  exclude: frozenset[str] = frozenset()) -> list[tuple[Match, frozenset[str]]]:
+        """Every work the output matches, unjudged, with the signals the null must not count."""
+        out: list[tuple[Match, frozenset[str]]] = []
         if isinstance(item, ImageItem):
-            found = scan_image(coll, bound, item.image, exclude, locate=config.LOCATE_MATCHES if top is None
-                               else min(top, config.LOCATE_MATCHES))
-            ranked = sorted(((ev.score, wid) for wid, ev in found.items()),
-                            key=lambda p: (-p[0], p[1]))
-            for score, wid in ranked[:top]:
+            found = scan_image(coll, bound, item.image, exclude, locate=config.LOCATE_MATCHES)
+            strongest = sorted(found, key=lambda w: (-found[w].score, w))[: config.LOCATE_MATCHES]
+            for wid in strongest + [w for w in found if w not in set(strongest)]:
                 ev, rec = found[wid], coll.work(wid)
                 work_size = (rec.width, rec.height) if rec.width and rec.height else None
-                matches.append(Match(WorkRef.from_record(rec), score, scoring.verdict(score), ev.signals,
-                                     region=ev.region, work_region=ev.work_region, transform=ev.transform(score),
-                                     output_size=item.image.size, work_size=work_size))
+                out.append((Match(WorkRef.from_record(rec), ev.score, "unrelated", ev.signals,
+                                  region=ev.region, work_region=ev.work_region, transform=ev.transform(ev.score),
+                                  output_size=item.image.size, work_size=work_size), ev.unreliable))
         else:
             for wid, ev in scan_text(coll, bound, item.text, item.name, exclude).items():
                 score = scoring.combine(ev.signals)
-                matches.append(Match(WorkRef.from_record(coll.work(wid)), score, scoring.verdict(score),
-                                     ev.signals, ev.excerpt, spans=tuple(ev.spans)))
-        matches.sort(key=lambda m: (-m.score, m.work.id))
-        return matches[:top]
+                out.append((Match(WorkRef.from_record(coll.work(wid)), score, "unrelated",
+                                  ev.signals, ev.excerpt, spans=tuple(ev.spans)), frozenset()))
+        return out
 
     # -- calibration -----------------------------------------------------------------------
-    def calibrate(self, name: str, show_progress_bar: bool | None = None) -> list[Calibration]:
-        """Learn collection *name*'s false-positive rates now, for each modality it holds works
-        of (scans do it when the collection has changed; see `detector.calibration`). A modality
-        with too few unrelated works to learn from is left out."""
+    def calibrate(self, name: str, show_progress_bar: bool | None = None, *, queries: int | None = None,
+                  copy_level: float | None = None, similar_level: float | None = None,
+                  negatives: Iterable[PathLike] = ()) -> list[Calibration]:
+        """Learn collection *name*'s null now (see `detector.calibration`, `detector.nullmodel`),
+        for each modality it holds works of: *queries* unrelated outputs (default
+        `config.CALIBRATION_QUERIES`, or the last calibration's), verdicts stated at
+        *copy_level* and *similar_level* (default: the last calibration's, else
+        `config.COPY_LEVEL` and `config.SIMILAR_LEVEL`), plus the user's *negatives* (files or
+        folders of outputs known to copy nothing in the collection). A modality with neither
+        two unrelated works nor negatives is left out. Scans calibrate a collection that has no
+        null yet; a stale one is used until this is run, and scans say it is stale."""
+        if queries is not None and (not isinstance(queries, int) or isinstance(queries, bool) or
+                                    not 1 <= queries <= 1_000_000):
+            raise InputError(f"queries must be a whole number from 1 to 1000000, got {queries!r}")
+        items = self._negatives(negatives)
         with self._reading(name) as (coll, bound):
+            modalities = [m for m in ("image", "text") if bound.of(m) and coll.works(m)]
+            for kind in {it.modality for it in items} - set(modalities):
+                raise InputError(f"negatives include {kind} files, but collection {name!r} has no {kind} works")
             out = []
-            for modality in ("image", "text"):
-                if bound.of(modality) and coll.works(modality):
-                    with self._state(name).calibrating:
-                        null = self._calibrate(name, coll, bound, modality, show_progress_bar)
-                    if null is not None:
-                        out.append(null.info)
+            for modality in modalities:
+                before = self._stored_null(coll, modality)
+                levels = Levels.default(
+                    copy_level if copy_level is not None else (before.levels.copy if before else None),
+                    similar_level if similar_level is not None else (before.levels.similar if before else None))
+                size = queries or (before.info.queries if before and before.info.queries else None)
+                with self._state(name).calibrating:
+                    null = self._calibrate(name, coll, bound, modality, show_progress_bar, levels=levels,
+                                           queries=size or config.CALIBRATION_QUERIES,
+                                           negatives=[it for it in items if it.modality == modality])
+                if null is not None:
+                    out.append(null.info)
             return out
 
-    def _null_scores(self, name: str, coll: Collection, bound: BoundChannels, modality: str) -> NullScores | None:
-        """The collection's false-positive model for *modality*: the stored one, or (when there
-        is none or it is stale) one learnt now, by one thread while others wait for it."""
+    @staticmethod
+    def _negatives(paths: Iterable[PathLike]) -> list[Item]:
+        files = expand_paths(paths)
+        if len(files) > config.CALIBRATION_MAX_NEGATIVES:
+            raise InputError(f"{len(files)} negatives; one calibration reads at most "
+                             f"{config.CALIBRATION_MAX_NEGATIVES} (config.CALIBRATION_MAX_NEGATIVES)")
+        items = []
+        for f in files:
+            item = read_item(f)  # InputError names the file
+            if isinstance(item, TextItem) and not word_spans(item.text):
+                raise InputError(f"{f}: negative text has no words")
+            items.append(item)
+        return items
 
-        def stored() -> NullScores | None | bool:
-            found = coll.calibration(modality)
-            if found is None:
+    @staticmethod
+    def _stored_null(coll: Collection, modality: str) -> NullModel | None:
+        found = coll.calibration(modality)
+        return None if found is None else NullModel.from_dict(found[1])
+
+    def _null(self, name: str, coll: Collection, bound: BoundChannels, modality: str) -> NullModel | None:
+        """The collection's null for *modality*: the stored one (also when stale: the scan says
+        so), or, when there is none, one learnt now by one thread while others wait for it."""
+
+        def stored() -> NullModel | None | bool:
+            null = self._stored_null(coll, modality)
+            if null is None:
                 return False
-            null = NullScores.from_dict(found[1])
-            if null.info.generation == coll.generation or not is_stale(
-                null, len(coll.works(modality)), coll.generation
-            ):
-                return null if null.info.queries else None
-            return False
+            return null if null.n else None
 
         found = stored()
         if found is not False:
@@ -427,46 +462,90 @@ class Detector:
             found = stored()  # another thread may have learnt it meanwhile
             if found is not False:
                 return found  # type: ignore[return-value]
-            return self._calibrate(name, coll, bound, modality, None)
+            return self._calibrate(name, coll, bound, modality, None, levels=Levels.default(),
+                                   queries=config.CALIBRATION_QUERIES, negatives=[])
 
     def _calibrate(self, name: str, coll: Collection, bound: BoundChannels, modality: str,
-                   show_progress_bar: bool | None) -> NullScores | None:
-        def top_text(outputs: list[tuple[str, frozenset[str]]]) -> list[float]:
-            vectors = embed_windows(bound, [text for text, _ in outputs], show_progress_bar)
-            scores = []
-            with progress(len(outputs), "calibrating", show_progress_bar, unit="output") as bar:
-                for (text, exclude), vecs in zip(outputs, vectors, strict=True):
-                    found = scan_text(coll, bound, text, "<calibration>", exclude, vecs)
-                    scores.append(max((scoring.combine(ev.signals) for ev in found.values()), default=0.0))
+                   show_progress_bar: bool | None, *, levels: Levels, queries: int,
+                   negatives: list[Item]) -> NullModel | None:
+        def rows_of(outputs: list[NullOutput], what: str) -> list[dict[str, float]]:
+            rows = []
+            vectors = None
+            if modality == "text" and outputs:
+                vectors = embed_windows(bound, [str(o.item) for o in outputs], show_progress_bar)
+            with progress(len(outputs), what, show_progress_bar, unit="output") as bar:
+                for k, o in enumerate(outputs):
+                    if modality == "text":
+                        found = scan_text(coll, bound, str(o.item), "<calibration>", o.exclude, vectors[k])
+                        evs = [(ev.signals, frozenset(), scoring.combine(ev.signals)) for ev in found.values()]
+                    else:
+                        found = scan_image(coll, bound, o.item, o.exclude)
+                        evs = [(ev.signals, ev.unreliable, ev.score) for ev in found.values()]
+                    rows.append(tops(evs))
                     bar.update(1)
-            return scores
-
-        def top_image(outputs: list[tuple[Image.Image, frozenset[str]]]) -> list[float]:
-            scores = []
-            with progress(len(outputs), "calibrating", show_progress_bar, unit="output") as bar:
-                for image, exclude in outputs:
-                    found = scan_image(coll, bound, image, exclude)
-                    scores.append(max((ev.score for ev in found.values()), default=0.0))
-                    bar.update(1)
-            return scores
+            return rows
 
         generation = coll.generation
-        null = None
-        if modality == "text" and bound.of("text"):
-            null = calibrate_text(coll, top_text)
-        elif modality == "image" and bound.of("image"):
+        works = len(coll.works(modality))
+        outputs: list[NullOutput] | None = None
+        method = "too few unrelated works"
+        if modality == "text":
+            outputs = text_outputs(coll, queries)
+            method = TEXT_METHOD.format(lengths="/".join(map(str, config.CALIBRATION_TEXT_WORDS)))
+        else:
             region = bound.region_channel()
             decider = region.name if region is not None else ("pdq" if bound.has("pdq") else None)
             if decider is not None:
-                null = calibrate_image(coll, decider, top_image)
-        stored = null or NullScores(
-            Calibration(modality, generation, 0, len(coll.works(modality)), "too few unrelated works"), ()
-        )
+                outputs = image_outputs(coll, decider, queries)
+                method = IMAGE_METHOD
+        outputs = outputs or []
+        log.info("calibrating %s (%s): %d unrelated outputs from %d works, %d negatives",
+                 name, modality, len(outputs), works, len(negatives))
+        rows = rows_of(outputs, f"calibrating {modality}")
+        info = Calibration(modality, generation, len(rows), works, method if rows else "too few unrelated works",
+                           makeup(outputs), copy_level=levels.copy, similar_level=levels.similar)
+        left_out: list[str] = []
+        if negatives:
+            own = NullModel.from_rows(info, levels, rows) if rows else None
+            kept = 0
+            for item in negatives:
+                found = self._evidence(coll, bound, item)
+                judged = _judged(found, own, coll, modality)
+                if judged and judged[0].verdict == "copy":
+                    left_out.append(f"{item.name}: copy of {judged[0].work.title or judged[0].work.id} "
+                                    f"({judged[0].reason})")
+                    log.warning("negative %s copies %s: left out of the null", item.name, judged[0].work.id)
+                    continue
+                rows.append(tops((m.signals, unrel, m.score) for m, unrel in found))
+                kept += 1
+            info = replace(info, queries=len(rows), negatives=kept, left_out=tuple(left_out),
+                           makeup=info.makeup + ((("negatives", kept),) if kept else ()),
+                           method=(info.method if outputs else "") + (f"; plus {kept} negatives given"
+                                                                      if kept else ""))
+        null = NullModel.from_rows(info, levels, rows)
         with self._writing(name) as (latest, _, w):
             if latest.generation == generation:  # else the collection changed meanwhile: keep it unsaved
-                w.set_calibration(modality, generation, stored.to_dict())
-        # as stored (scores rounded), so this scan's rates equal every later scan's
-        return None if null is None else NullScores.from_dict(stored.to_dict())
+                w.set_calibration(modality, generation, null.to_dict())
+        # as stored (values rounded), so this scan's rates equal every later scan's
+        stored = NullModel.from_dict(null.to_dict())
+        return stored if stored is not None and stored.n else None
+
+
+def _judged(found: list[tuple[Match, frozenset[str]]], null: NullModel | None, coll: Collection,
+            modality: str) -> list[Match]:
+    """The matches judged by the null (or, without one, by the prior cut points), strongest first."""
+    out = []
+    for m, unreliable in found:
+        if null is not None:
+            j = null.judge(m.signals, unreliable, m.score)
+        else:
+            why = ("the collection has fewer than two unrelated " + modality + " works: add works, or "
+                   f"negatives with factor4 calibrate {coll.name} --negatives PATHS")
+            j = without_null(m.signals, unreliable, m.score, why)
+        out.append(m.judged(j))
+    rank = {v: i for i, v in enumerate(VERDICTS)}
+    out.sort(key=lambda m: (rank[m.verdict], 1.0 if m.fpr is None else m.fpr, -m.score, m.work.id))
+    return out
 
 
 def _record(path: Path, item: Item, table: MetadataTable | None, **dims: int) -> WorkRecord:

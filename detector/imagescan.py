@@ -44,7 +44,8 @@ class ImageEvidence:
     """Why one output image matches one work."""
 
     signals: dict[str, float | None]
-    #: Signals reported but too unreliable here to count (PDQ on flat images).
+    #: Signals left out of the prior score: too unreliable here to count (PDQ on flat images),
+    #: or superseded (the raw SSCD cosine where a normalised one exists).
     ignore: frozenset[str]
     #: The part of the output that matches, in output pixels.
     region: Box
@@ -52,6 +53,12 @@ class ImageEvidence:
     work_region: Box | None
     #: The output's area in pixels.
     output_area: int
+
+    @property
+    def unreliable(self) -> frozenset[str]:
+        """Signals the null does not count (PDQ on flat images): the raw SSCD cosine does count
+        there, as one more calibrated signal."""
+        return self.ignore & {"pdq_distance"}
 
     @functools.cached_property
     def score(self) -> float:
@@ -119,7 +126,8 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     ignore = frozenset({"pdq_distance"}) if flat else frozenset()
     out = {}
     # the raw cosine is reported; where a normalised one exists it is the one that counts
-    normalised, area = ignore | {"sscd"}, full.area
+    region_ch = bound.region_channel()
+    normalised, area = ignore | ({region_ch.name} if region_ch is not None else set()), full.area
     for wid, sig in signals.items():
         out[wid] = ImageEvidence({n: sig.get(n) for n in names},
                                  normalised if sig.get("sscd_normalised") is not None else ignore,

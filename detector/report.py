@@ -49,6 +49,7 @@ from typing import Any
 from detector import __version__, config
 from detector.batch import INPUTS, RESULTS, OutputRecord, entry_line, sha256_file
 from detector.errors import InputError
+from detector.nullmodel import SCORE, NullModel
 
 log = logging.getLogger(__name__)
 
@@ -269,12 +270,15 @@ def _build(coll: Any, collection: str, settings: dict[str, Any], out: Path) -> R
     distributions = {}
     for modality, counts in best_scores.items():
         stored = coll.calibration(modality)
-        null_scores = stored[1]["scores"] if stored else []
+        null = NullModel.from_dict(stored[1]) if stored else None
+        null_scores = null.rows[:, null.columns.index(SCORE)].tolist() if null is not None and null.n else []
         distributions[modality] = {
             "bins": HISTOGRAM_BINS,
             "best_match": counts,
             "unrelated": _histogram(null_scores),
-            "calibration": stored[1]["info"] if stored else None,
+            "calibration": null.info.to_dict() if null is not None else None,
+            "reliability": [{"stated": a, "measured": round(m, 6), "outputs": k}
+                            for a, m, k in (null.reliability() if null is not None else [])],
         }
     manifest_file = coll.path / "manifest.json"
     report = {
@@ -287,6 +291,8 @@ def _build(coll: Any, collection: str, settings: dict[str, Any], out: Path) -> R
             "outputs_with_similar_only": with_similar,
             "works_matched": len(works),
             "thresholds": {"copy": config.COPY_SCORE, "similar": config.SIMILAR_SCORE},
+            "levels": {m: {"copy": d["calibration"]["copy_level"], "similar": d["calibration"]["similar_level"]}
+                       for m, d in distributions.items() if d["calibration"]},
         },
         "groups": {kind: {value: {m: n for (k2, v2, m), n in groups.items() if k2 == kind and v2 == value}
                           for (k, value, _) in groups if k == kind}

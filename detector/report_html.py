@@ -373,6 +373,7 @@ class _Page:
             self._summary(),
             self._works(),
             self._plots(),
+            self._calibration(),
             self._pairs(),
             self._skipped(),
             self._provenance(),
@@ -400,8 +401,8 @@ class _Page:
             f'<p class="meta">Report of {_e(finished)} (UTC) \u00b7 collection {_bdi(name, "unnamed")}, '
             f"generation {_e(self.collection.get('generation'))} \u00b7 factor4 {_e(self.provenance.get('factor4'))}</p>\n"
             f'<p class="lead">Measured: for each of the {_count(total)} AI outputs scanned ({per or "none"}), '
-            f"whether it copies (score \u2265 {_score(self.copy_t)}) or resembles (score \u2265 "
-            f"{_score(self.similar_t)}) any of {works_txt} of collection {_bdi(name, 'unnamed')}; "
+            f"whether it copies ({self._levels_txt('copy')}) or resembles ({self._levels_txt('similar')}) "
+            f"any of {works_txt} of collection {_bdi(name, 'unnamed')}; "
             "and for each work, the share of outputs that copy it, with a 95\u00a0% confidence interval.</p>\n"
             "</header>\n"
         )
@@ -420,8 +421,8 @@ class _Page:
             n = _int(s.get(key))
             return f"{_count(n)} ({_e(_pct(n / total))} of scanned)" if n is not None and total else _count(n)
 
-        rows.append((f"Outputs with a copy (score \u2265 {_score(self.copy_t)})", share("outputs_with_copy")))
-        rows.append((f"Outputs with a similar match only (score \u2265 {_score(self.similar_t)})",
+        rows.append((f"Outputs with a copy ({self._levels_txt('copy')})", share("outputs_with_copy")))
+        rows.append((f"Outputs with a similar match only ({self._levels_txt('similar')})",
                      share("outputs_with_similar_only")))
         n_works = self._n_collection_works()
         matched = _count(s.get("works_matched"))
@@ -442,10 +443,13 @@ class _Page:
         return (
             '<section id="summary">\n<h2>Summary</h2>\n'
             f'<table class="summary"><tbody>\n{body}</tbody></table>\n'
-            '<p class="note">How to read the scores: each match has a score from 0 to 1 (higher is stronger '
-            f"evidence of copying): \u201ccopy\u201d from {_score(self.copy_t)}, \u201csimilar\u201d from "
-            f"{_score(self.similar_t)}. Its false-positive rate is the share of outputs that copy nothing "
-            "in this collection (made from its own other works) whose best match scores at least as high.</p>\n"
+            '<p class="note">How to read the verdicts: each match has a false-positive rate, the share of '
+            "outputs that copy nothing in this collection (made from its own other works, edited as outputs "
+            "are) whose best match is at least as unusual on any of its signals, with a one-sided 95\u00a0% "
+            "upper bound. \u201cCopy\u201d needs copied words or pixels and that upper bound at or below the "
+            f"copy level ({self._levels_txt('copy')}); \u201csimilar\u201d at or below the similar level "
+            f"({self._levels_txt('similar')}). The score (0 to 1) is descriptive: the strongest signal on a "
+            'fixed scale. The <a href="#calibration">calibration section</a> shows how honest the rates are.</p>\n"
             "</section>\n"
         )
 
@@ -472,9 +476,10 @@ class _Page:
             out.append("<p>No output matched any work of the collection as a copy or as similar.</p>\n</section>\n")
             return "".join(out)
         out.append(
-            '<p class="note">Copy rate: the outputs of the work\u2019s modality that copy it (score \u2265 '
-            f"{_score(self.copy_t)}), over all outputs of that modality scanned; copy or similar: score \u2265 "
-            f"{_score(self.similar_t)}. Brackets: Wilson 95\u00a0% confidence interval. Most copied first.</p>\n"
+            '<p class="note">Copy rate: the outputs of the work\u2019s modality whose own match to it is a '
+            f"copy ({self._levels_txt('copy')}), over all outputs of that modality scanned; copy or similar: "
+            f"{self._levels_txt('similar')}. Each count is made from the match\u2019s own evidence, not from "
+            "its output\u2019s best match. Brackets: Wilson 95\u00a0% confidence interval. Most copied first.</p>\n"
             '<table class="works">\n<thead><tr><th class="num">#</th><th>Work</th><th>Modality</th>'
             '<th class="num">Copies</th><th>Copy rate [95\u00a0% CI]</th><th>Copy or similar [95\u00a0% CI]</th>'
             "<th>By prompt type (copies)</th><th>By generator (copies)</th></tr></thead>\n<tbody>\n"
@@ -588,9 +593,9 @@ class _Page:
         out.append(
             '<p class="note">Per modality: the best score of each output scanned (bars), against the '
             "top scores of outputs that copy nothing, made from the collection\u2019s own works for its "
-            "calibration (line). Both are shares of their own totals. Dashed lines: the similar and copy "
-            "thresholds. Outputs to the right of where unrelated outputs end are unlikely to score so by "
-            "chance.</p>\n"
+            "calibration (line), on the descriptive 0..1 score. Both are shares of their own totals. Verdicts "
+            "come from the false-positive rates (below), not from a cut point on this axis. Outputs to the "
+            "right of where unrelated outputs end are unlikely to score so by chance.</p>\n"
         )
         for i, (modality, dist) in enumerate(sorted(dists.items(), key=lambda kv: str(kv[0])), 1):
             out.append(self._histogram_svg(i, str(modality), _d(dist)))
@@ -617,8 +622,7 @@ class _Page:
         tid, did = f"plot-hist-{idx}-title", f"plot-hist-{idx}-desc"
         title = f"{modality}: best score of each output vs unrelated outputs"
         desc = (f"Histogram over scores 0 to 1 in {max(len(best), len(null))} bins. {nb:,.0f} outputs scanned "
-                f"(bars); {nn:,.0f} unrelated calibration outputs (line). Thresholds: similar "
-                f"{self.similar_t:.2f}, copy {self.copy_t:.2f}.")
+                f"(bars); {nn:,.0f} unrelated calibration outputs (line).")
         svg = [
             (f'<figure class="plot" data-modality="{_e(modality, "")}">\n<h3>{_e(modality)}</h3>\n'
             f'<svg role="img" aria-labelledby="{tid} {did}" '
@@ -654,10 +658,6 @@ class _Page:
                 d.append(f"V{y(share):.1f}H{x((i + 1) / m):.1f}")
             d.append(f"V{y(0):.1f}")
             svg.append(f'<path class="null" d="{"".join(d)}"><title>unrelated outputs (calibration)</title></path>\n')
-        for t, cls, label in ((self.similar_t, "thr-similar", "similar"), (self.copy_t, "thr-copy", "copy")):
-            tx = x(t)
-            svg.append(f'<line class="thr {cls}" x1="{tx:.1f}" y1="{mt - 8}" x2="{tx:.1f}" y2="{mt + ph}"/>'
-                       f'<text class="{cls}" x="{tx + 4:.1f}" y="{mt - 1}">{label} \u2265 {t:.2f}</text>\n')
         svg.append(f'<line class="axis" x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}"/>'
                    f'<line class="axis" x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}"/>\n</svg>\n')
         notes = []
@@ -672,6 +672,92 @@ class _Page:
                               for k, v in sorted(cal.items(), key=lambda kv: str(kv[0])))
             notes.append(f"Calibration: {facts}.")
         svg.append(f"<figcaption>{_e(title)}. {' '.join(notes)}</figcaption>\n</figure>\n")
+        return "".join(svg)
+
+    # -- 3b. calibration ----------------------------------------------------------------------
+    def _levels_txt(self, which: str) -> str:
+        levels = _d(self.summary.get("levels"))
+        values = sorted({v for v in (_num(_d(x).get(which)) for x in levels.values()) if v is not None})
+        if not values:
+            return f"false-positive rate at or below the collection\u2019s {which} level"
+        return "false-positive rate \u2264 " + " / ".join(_e(_pct(v)) for v in values) + " (95\u00a0% upper bound)"
+
+    def _calibration(self) -> str:
+        dists = _d(self.report.get("distributions"))
+        out = ['<section id="calibration">\n<h2>Calibration: how the error rates were measured</h2>\n']
+        shown = False
+        for i, (modality, dist) in enumerate(sorted(dists.items(), key=lambda kv: str(kv[0])), 1):
+            cal = _d(_d(dist).get("calibration"))
+            if not cal:
+                out.append(f"<p>{_e(modality)}: no calibration (too few unrelated works and no negatives): "
+                           "matches have no false-positive rate and no verdict above similar.</p>\n")
+                continue
+            shown = True
+            makeup = ", ".join(f"{_count(_d({'n': x[1]}).get('n'))} {_e(x[0])}" for x in _l(cal.get("makeup"))
+                               if isinstance(x, list | tuple) and len(x) == 2)
+            facts = [
+                ("Unrelated outputs (null size)", _count(cal.get("queries"))),
+                ("Made of", makeup or DASH),
+                ("How", _e(cal.get("method"))),
+                ("Works at calibration", _count(cal.get("works"))),
+                ("Levels", f"copy {_e(_pct(_num(cal.get('copy_level'))))}, similar "
+                           f"{_e(_pct(_num(cal.get('similar_level'))))}"),
+                ("Generation", _e(cal.get("generation"))),
+            ]
+            left = [x for x in _l(cal.get("left_out")) if isinstance(x, str)]
+            if left:
+                facts.append(("Negatives left out (they copy a reference)", "; ".join(_e(x) for x in left)))
+            out.append(f"<h3>{_e(modality)}</h3>\n" + _kv_table(facts))
+            out.append(self._reliability_svg(i, str(modality), [_d(r) for r in _l(_d(dist).get("reliability"))]))
+        if not shown and not dists:
+            out.append("<p>No output was scanned.</p>\n")
+        out.append("</section>\n")
+        return "".join(out)
+
+    def _reliability_svg(self, idx: int, modality: str, points: list[Mapping[str, Any]]) -> str:
+        pts = [(a, m, _int(r.get("outputs")) or 0) for r in points
+               if (a := _num(r.get("stated"))) is not None and (m := _num(r.get("measured"))) is not None and a > 0]
+        if not pts:
+            return "<p>Too few unrelated outputs for a reliability check.</p>\n"
+        width, height, ml, mr, mt, mb = 420, 320, 64, 20, 20, 46
+        pw, ph = width - ml - mr, height - mt - mb
+        lo, hi = math.log10(min(a for a, _, _ in pts)), 0.0
+        n = max(k for _, _, k in pts)
+        floor = 1.0 / max(1, n)
+
+        def pos(v: float, horizontal: bool) -> float:
+            f = (math.log10(max(v, 10 ** lo)) - lo) / (hi - lo) if hi > lo else 0.0
+            f = max(0.0, min(1.0, f))
+            return ml + f * pw if horizontal else mt + ph - f * ph
+
+        tid, did = f"plot-rel-{idx}-title", f"plot-rel-{idx}-desc"
+        title = f"{modality}: stated against measured false-positive rate"
+        desc = ("Two-fold cross-fit on the null: each half's outputs are given the rate the other half states. "
+                + "; ".join(f"stated {_pct(a)}: measured {_pct(m)}" for a, m, _ in pts) + ".")
+        svg = [f'<figure class="plot reliability" data-modality="{_e(modality, "")}">\n'
+               f'<svg role="img" aria-labelledby="{tid} {did}" viewBox="0 0 {width} {height}" '
+               f'width="{width}" height="{height}">\n<title id="{tid}">{_e(title)}</title>\n'
+               f'<desc id="{did}">{_e(desc)}</desc>\n']
+        for a, _, _ in pts:
+            gx = pos(a, True)
+            svg.append(f'<line class="grid" x1="{gx:.1f}" y1="{mt}" x2="{gx:.1f}" y2="{mt + ph}"/>'
+                       f'<text x="{gx:.1f}" y="{mt + ph + 14}" text-anchor="middle" font-size="9">{_e(_pct(a))}</text>\n')
+        svg.append(f'<line class="thr" x1="{pos(10 ** lo, True):.1f}" y1="{pos(10 ** lo, False):.1f}" '
+                   f'x2="{pos(1, True):.1f}" y2="{pos(1, False):.1f}"><title>stated = measured</title></line>\n')
+        for a, m, k in pts:
+            shown = max(m, floor / 2)
+            cls = "b1" if m <= 2 * a else "thr-copy"
+            svg.append(f'<circle class="{cls}" cx="{pos(a, True):.1f}" cy="{pos(shown, False):.1f}" r="4">'
+                       f"<title>{_e(f'stated {_pct(a)}: measured {_pct(m)} of {k:,} held-out outputs')}</title>"
+                       "</circle>\n")
+        svg.append(f'<text x="{ml + pw / 2:.0f}" y="{height - 6}" text-anchor="middle">stated rate (log)</text>'
+                   f'<text x="14" y="{mt + ph / 2:.0f}" text-anchor="middle" transform="rotate(-90 14 '
+                   f'{mt + ph / 2:.0f})">measured share (log)</text>\n'
+                   f'<line class="axis" x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}"/>'
+                   f'<line class="axis" x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}"/>\n</svg>\n')
+        svg.append(f"<figcaption>{_e(title)}: points on or under the diagonal are honest (measured at most "
+                   "stated); a measured share of 0 is drawn at the bottom. Held out: "
+                   f"{n:,} outputs.</figcaption>\n</figure>\n")
         return "".join(svg)
 
     # -- 4. pairs -----------------------------------------------------------------------------
@@ -725,8 +811,13 @@ class _Page:
             ("Score", f"{_score(match.get('score'))} <span class=\"verdict {vcls}\">{_e(verdict)}</span>"),
         ]
         rows += extra
+        upper, n_null = _num(match.get("fpr_upper")), _int(match.get("null_size"))
         rows.append(("False-positive rate",
-                     _e(_pct(fpr)) if fpr is not None else "not calibrated (too few works in the collection)"))
+                     (f"{_e(_pct(fpr))} (95\u00a0% upper bound {_e(_pct(upper))}, from {_count(n_null)} unrelated "
+                      "outputs)") if fpr is not None and upper is not None
+                     else "not calibrated (too few works in the collection, and no negatives)"))
+        if match.get("reason"):
+            rows.append(("Why", _e(match.get("reason"))))
         signals = _d(match.get("signals"))
         if signals:
             sig = ", ".join(f"<code>{_e(k)}</code> {_e(_signal(v))}"
@@ -899,7 +990,8 @@ class _Page:
             ("Collection", (f"{_bdi(c.get('name'))}, generation {_e(c.get('generation'))}, "
                            f"{_count(self._n_collection_works())} works")),
             ("Collection manifest sha256", f'<span class="hash">{_e(c.get("manifest_sha256"))}</span>'),
-            ("Score thresholds", f"copy \u2265 {_score(self.copy_t)}, similar \u2265 {_score(self.similar_t)}"),
+            ("Verdict levels", f"copy: {self._levels_txt('copy')}; similar: {self._levels_txt('similar')}"),
+            ("Prior score cut points", f"copy \u2265 {_score(self.copy_t)}, similar \u2265 {_score(self.similar_t)}"),
         ]
         out.append(_kv_table(general))
         encoders = [e for e in _l(p.get("encoders")) if isinstance(e, Mapping)]

@@ -13,7 +13,7 @@ Matches are sorted best first. Keys are never removed from this form; new keys m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from indexes import WorkRecord
@@ -81,18 +81,50 @@ Transform = Literal["near-exact", "edited", "partial"]
 
 @dataclass(frozen=True)
 class Calibration:
-    """What a match's `fpr` was estimated from: the top scores of `queries` outputs made from
-    the collection's own works (each scanned with its source work, and works nearly identical
-    to it, left out), when the collection was at `generation`."""
+    """What a match's `fpr` was estimated from (`detector.nullmodel`): `queries` unrelated
+    outputs, made from the collection's own works (each scanned with its source work, and works
+    nearly identical to it, left out) and edited as outputs are, plus `negatives` the user gave,
+    when the collection was at `generation`. `makeup` counts the outputs per kind of edit;
+    `left_out` names negatives that turned out to copy a reference (reported, not used).
+    `copy_level` and `similar_level` are the rates the verdicts are stated at. `stale` is set
+    on a scan when works were added or removed since (refresh: ``factor4 calibrate COLL``)."""
 
     modality: str
     generation: int
     queries: int
     works: int
     method: str
+    makeup: tuple[tuple[str, int], ...] = ()
+    negatives: int = 0
+    left_out: tuple[str, ...] = ()
+    copy_level: float | None = None
+    similar_level: float | None = None
+    stale: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["makeup"] = [list(x) for x in self.makeup]
+        out["left_out"] = list(self.left_out)
+        return out
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a collection's null says of one match (`detector.nullmodel.NullModel.judge`)."""
+
+    verdict: Verdict
+    #: One line: which signal carried the match and why the verdict is what it is.
+    reason: str
+    #: Fused false-positive rate, (k + 1) / (n + 1); None without a null.
+    fpr: float | None
+    #: Its one-sided 95 % upper bound.
+    fpr_upper: float | None
+    #: n, the number of unrelated outputs it was estimated from (0 = no null).
+    null_size: int
+    #: The signal whose tail is smallest ("score" = the prior fused score).
+    carried_by: str
+    #: That signal's own tail probability under the null.
+    signal_fpr: float | None
 
 
 @dataclass(frozen=True)
@@ -121,14 +153,17 @@ class WorkRef:
 class Match:
     """How strongly one output matches one reference work.
 
-    `score` is in 0..1, higher = stronger evidence of copying: the strongest signal's evidence
-    (see `detector.scoring`). `verdict` reads the score: "copy" at or above
-    `config.COPY_SCORE`, "similar" at or above `config.SIMILAR_SCORE`, else "unrelated".
+    `score` is in 0..1, higher = stronger: the strongest signal's evidence on its prior map
+    (see `detector.scoring`), descriptive only. `fpr` is the fused false-positive rate from
+    the collection's null (`detector.nullmodel`): how often an output that copies nothing of
+    this collection gets a top match this unusual, with `fpr_upper` its one-sided 95 % upper
+    bound and `null_size` the number of unrelated outputs behind it (None / 0 when the
+    collection has no null). `verdict` comes from the rate: "copy" needs copying-type evidence
+    and `fpr_upper` at or below the collection's copy level, "similar" at or below its similar
+    level; `reason` says in one line which signal (`carried_by`) carried it and why.
     `signals` holds each channel's raw value (None where the channel did not find this work
     among its nearest neighbours); `excerpt` shows, for texts, the output's strongest copied
-    stretch. `fpr` estimates how often an output that copies nothing of this collection gets a
-    top match scoring this high (see `ScanResult.calibration`; None when the collection has too
-    few works to tell). Text matches carry `spans`, each output stretch and where it comes from.
+    stretch. Text matches carry `spans`, each output stretch and where it comes from.
 
     Image matches carry `region`, the part of the output that matches the work (the whole
     output when all of it does), `work_region`, the part of the work it matches (None = all
@@ -151,6 +186,15 @@ class Match:
     #: Image matches: (width, height) of the output and of the work, to draw the regions.
     output_size: tuple[int, int] | None = None
     work_size: tuple[int, int] | None = None
+    fpr_upper: float | None = None
+    null_size: int = 0
+    reason: str = ""
+    carried_by: str | None = None
+
+    def judged(self, j: Judgement) -> Match:
+        """This match with the null's judgement applied."""
+        return replace(self, verdict=j.verdict, fpr=j.fpr, fpr_upper=j.fpr_upper, null_size=j.null_size,
+                       reason=j.reason, carried_by=j.carried_by)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -158,6 +202,10 @@ class Match:
             "score": round(self.score, 4),
             "verdict": self.verdict,
             "fpr": None if self.fpr is None else round(self.fpr, 6),
+            "fpr_upper": None if self.fpr_upper is None else round(self.fpr_upper, 6),
+            "null_size": self.null_size,
+            "reason": self.reason,
+            "carried_by": self.carried_by,
             "signals": {k: (None if v is None else round(float(v), 4)) for k, v in self.signals.items()},
         }
         if self.work.modality == "text":

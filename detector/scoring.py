@@ -46,18 +46,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from detector import config
-from detector.results import Verdict
+from detector import config, signals
 
 #: Signals whose evidence may never reach a copy verdict on their own.
-NEVER_COPY = frozenset({"clip", "aligned_words"})
+NEVER_COPY = frozenset(s.name for s in signals.calibrated() if s.kind != "copy")
 
 
 def evidence(signal: str, value: float | None) -> float:
-    """Evidence of copying in 0..1 that one raw signal value carries."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """Evidence of copying in 0..1 that one raw signal value carries (its prior map);
+    `signals.UnknownSignal` for a name no declaration knows; 0 for unscored signals."""
+    prior = signals.get(signal).prior
+    if prior is None or value is None or (isinstance(value, float) and math.isnan(value)):
         return 0.0
-    floor, similar, copy, ceiling = config.SIGNAL_THRESHOLDS[signal]
+    floor, similar, copy, ceiling = prior
     if floor > ceiling:  # a distance: smaller is stronger
         floor, similar, copy, ceiling, value = -floor, -similar, -copy, -ceiling, -value
     # piecewise-linear through (floor, 0), (similar, SIMILAR_SCORE), (copy, COPY_SCORE), (ceiling, 1)
@@ -80,12 +81,13 @@ def _between(value: float, x0: float, x1: float, y0: float, y1: float) -> float:
     return y0 + (y1 - y0) * (value - x0) / (x1 - x0) if x1 > x0 else y1
 
 
-def combine(signals: Mapping[str, float | None], ignore: frozenset[str] = frozenset()) -> float:
-    """The match score: the strongest evidence among *signals* (minus those in *ignore*),
-    lifted by geometric verification where the signals include ``keypoint_inliers``."""
-    known = [evidence(k, v) for k, v in signals.items() if k in config.SIGNAL_THRESHOLDS and k not in ignore]
+def combine(values: Mapping[str, float | None], ignore: frozenset[str] = frozenset()) -> float:
+    """The prior match score: the strongest evidence among the signal *values* (minus those in
+    *ignore*), lifted by geometric verification where they include ``keypoint_inliers``. Every
+    name must be declared (`detector.signals`): an unknown one raises `UnknownSignal`."""
+    known = [evidence(k, v) for k, v in values.items() if k not in ignore]
     score = max(known, default=0.0)
-    inliers = signals.get("keypoint_inliers")
+    inliers = values.get("keypoint_inliers")
     if inliers is not None and "keypoint_inliers" not in ignore:
         score = verified(score, inliers)
     return score
@@ -101,12 +103,3 @@ def verified(score: float, inliers: float) -> float:
     verified, does not tie with it."""
     lifted = config.KEYPOINT_WEIGHT * score + config.KEYPOINT_GAIN * math.log1p(max(0.0, inliers - config.KEYPOINT_FREE))
     return max(score, min(config.KEYPOINT_MAX_SCORE, lifted))
-
-
-def verdict(score: float) -> Verdict:
-    """"copy", "similar" or "unrelated" for a score (see `config.COPY_SCORE`, `SIMILAR_SCORE`)."""
-    if score >= config.COPY_SCORE:
-        return "copy"
-    if score >= config.SIMILAR_SCORE:
-        return "similar"
-    return "unrelated"

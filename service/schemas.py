@@ -47,9 +47,14 @@ class BoxOut(BaseModel):
 
 class MatchOut(BaseModel):
     work: WorkOut
-    score: float = Field(ge=0, le=1, description="0..1, higher = stronger evidence of copying")
+    score: float = Field(ge=0, le=1, description="0..1, higher = stronger (descriptive; verdicts come from fpr)")
     verdict: Literal["copy", "similar", "unrelated"]
-    fpr: float | None = Field(None, description="estimated share of unrelated outputs scoring this high")
+    fpr: float | None = Field(None, description="fused false-positive rate: estimated share of unrelated outputs "
+                                                "whose best match is this unusual (null = no calibration)")
+    fpr_upper: float | None = Field(None, description="one-sided 95 % upper bound of fpr")
+    null_size: int = Field(0, description="unrelated outputs fpr was estimated from")
+    reason: str = Field("", description="one line: which signal carried the match and why the verdict is what it is")
+    carried_by: str | None = Field(None, description="the signal whose null tail is smallest ('score' = prior score)")
     signals: dict[str, float | None]
     coverage: float | None = Field(None, description="texts: share of the output's words copied from the work")
     longest_run_words: int | None = Field(None, description="texts: longest verbatim run, in words")
@@ -69,6 +74,12 @@ class CalibrationOut(BaseModel):
     queries: int
     works: int
     method: str
+    makeup: list[tuple[str, int]] = Field(default_factory=list, description="null outputs per kind of edit")
+    negatives: int = 0
+    left_out: list[str] = Field(default_factory=list, description="negatives left out: they copy a reference")
+    copy_level: float | None = None
+    similar_level: float | None = None
+    stale: bool = Field(False, description="works were added or removed since: refresh with factor4 calibrate")
 
 
 class ScanOut(BaseModel):

@@ -1,11 +1,11 @@
-"""Signals -> evidence -> score -> verdict."""
+"""Signals -> prior evidence -> prior score (verdicts: tests/test_nullmodel.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from detector import config
-from detector.scoring import NEVER_COPY, combine, evidence, verdict
+from detector import config, signals
+from detector.scoring import NEVER_COPY, combine, evidence
 
 
 @pytest.mark.parametrize("signal", sorted(config.SIGNAL_THRESHOLDS))
@@ -35,8 +35,9 @@ def test_pdq_distance_smaller_is_stronger() -> None:
 
 def test_clip_alone_never_makes_a_copy() -> None:
     assert evidence("clip", 1.0) < config.COPY_SCORE
-    assert verdict(combine({"clip": 1.0})) == "similar"
-    assert verdict(combine({"clip": 1.0, "sscd": 0.9})) == "copy"
+    assert config.SIMILAR_SCORE <= combine({"clip": 1.0}) < config.COPY_SCORE
+    assert combine({"clip": 1.0, "sscd": 0.9}) >= config.COPY_SCORE
+    assert signals.get("clip").kind == "resemblance" and not signals.copy_kind("clip")
 
 
 def test_missing_signals_count_as_no_evidence() -> None:
@@ -49,8 +50,24 @@ def test_ignored_signal_does_not_count() -> None:
     assert combine({"pdq_distance": 0.0, "sscd": 0.1}, ignore=frozenset({"pdq_distance"})) == 0.0
 
 
-def test_verdicts() -> None:
-    assert verdict(config.COPY_SCORE) == "copy"
-    assert verdict(config.COPY_SCORE - 1e-6) == "similar"
-    assert verdict(config.SIMILAR_SCORE) == "similar"
-    assert verdict(0.0) == "unrelated"
+def test_every_scored_signal_is_declared_with_cut_points() -> None:
+    for sig in signals.calibrated():
+        assert sig.prior == config.SIGNAL_THRESHOLDS[sig.name]
+    assert set(config.SIGNAL_THRESHOLDS) == {s.name for s in signals.calibrated()}
+
+
+def test_an_unknown_signal_is_an_error_not_a_zero() -> None:
+    with pytest.raises(signals.UnknownSignal, match="unknown signal 'shingles'.*declared signals"):
+        combine({"shingles": 0.9})
+    with pytest.raises(signals.UnknownSignal):
+        evidence("sscd_v2", 0.9)
+
+
+def test_the_distilled_sscd_scores_like_sscd() -> None:
+    assert combine({"sscd_distilled": 0.95}) == combine({"sscd": 0.95}) == 1.0
+    assert signals.copy_kind("sscd_distilled")
+
+
+def test_reported_signals_are_declared_but_not_scored() -> None:
+    assert combine({"coverage": 1.0, "longest_run_words": 500}) == 0.0
+    assert signals.get("coverage").prior is None and not signals.get("coverage").calibrated

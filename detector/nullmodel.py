@@ -1,0 +1,290 @@
+"""Verdicts from error rates: a collection's null, per-signal tails, the fused rate, the verdict.
+
+A collection's *null* is what its unrelated outputs score (`detector.calibration` makes
+them). For each null output it keeps the strongest value, over all works, of every calibrated
+signal (`detector.signals`) and of the prior score. From those:
+
+1. **Per-signal tails.** A value *v* of signal *s* has tail probability
+   ``p_s(v) = (#null outputs with s >= v + 1) / (n + 1)``: how often an unrelated output's best
+   match is at least this strong on this signal alone. Each signal is on its own scale; tails
+   are on one.
+2. **Fusion (Tippett's minimum-p).** A match's statistic is ``T = min_s p_s``: its most
+   unusual signal. The minimum over several signals is itself calibrated on the null (each
+   null output's own ``T``), so looking at several signals does not make false alarms more
+   common: ``fpr = (#null outputs with T_i <= T + 1) / (n + 1)``. A match that beats every null
+   output on one signal gets the smallest rate the null can state, ``1 / (n + 1)``, whatever
+   the other signals say, so the fusion ranks a copy at least as far out as its best signal.
+3. **Sample size and upper bound.** With the rate come ``n`` and a one-sided
+   `config.FPR_CONFIDENCE` (95 %) Clopper-Pearson upper bound: with ``k`` null outputs at least
+   as unusual, the largest false-positive rate that would make seeing only ``k`` plausible.
+   With ``k = 0`` it is about ``3 / n``: a null of 300 outputs can never say "below 1 %", one of
+   3,000 can say "below 0.1 %".
+4. **Verdicts.** ``copy`` needs the upper bound at or below the collection's copy level
+   (`config.COPY_LEVEL`, 0.1 %) *and* copying-type evidence: a ``copy`` signal (SSCD, PDQ,
+   copied words) that is itself this rare under the null and past its prior "similar" cut
+   point. ``similar`` needs the upper bound at or below the similar level (1 %). Anything else
+   is ``unrelated``. When the null is too small to reach a level at all, the match's `reason`
+   says so and how to make it bigger; there is no confident ``copy`` without the numbers.
+   Without a null (a collection with one work and no negatives) there is no error rate: the
+   verdict is at most ``similar``, from the prior cut points, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from detector import config, scoring, signals
+from detector.errors import InputError
+from detector.results import Calibration, Judgement, Verdict
+
+#: The column of the prior fused score (`scoring.combine`) in a null.
+SCORE = "score"
+#: Stored null format; older calibrations (one score per output) are made again.
+FORMAT = 2
+#: Values are stored and compared at this many decimals.
+DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The false-positive rates a collection's verdicts are stated at."""
+
+    copy: float
+    similar: float
+
+    @classmethod
+    def default(cls, copy: float | None = None, similar: float | None = None) -> Levels:
+        """The configured levels (`config.COPY_LEVEL`, `config.SIMILAR_LEVEL`), or the ones given."""
+        return cls(config.COPY_LEVEL if copy is None else copy, config.SIMILAR_LEVEL if similar is None else similar)
+
+    def __post_init__(self) -> None:
+        for name, value in (("copy level", self.copy), ("similar level", self.similar)):
+            if not isinstance(value, int | float) or not 0 < value < 1 or value != value:
+                raise InputError(f"{name} must be a rate between 0 and 1 (e.g. 0.001 for 0.1 %), got {value!r}")
+        if self.copy > self.similar:
+            raise InputError(f"copy level ({self.copy}) must not be above the similar level ({self.similar})")
+
+
+@lru_cache(maxsize=4096)
+def upper_bound(k: int, n: int, confidence: float = config.FPR_CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson upper bound on a rate seen *k* times in *n* trials."""
+    if n <= 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    from scipy.stats import beta  # scipy comes with sentence-transformers
+
+    return float(beta.ppf(confidence, k + 1, n - k))
+
+
+@lru_cache(maxsize=64)
+def needed(level: float, confidence: float = config.FPR_CONFIDENCE) -> int:
+    """The smallest null that can state a rate at or below *level* (its upper bound with no
+    null output as unusual): about 3 / level at 95 %."""
+    n = max(1, math.ceil(math.log(1 - confidence) / math.log1p(-level)))
+    while upper_bound(0, n, confidence) > level:
+        n += 1
+    return n
+
+
+def tops(evidences: Iterable[tuple[Mapping[str, float | None], frozenset[str], float]]) -> dict[str, float]:
+    """One null output's row: for each calibrated signal, and for the prior score, the strongest
+    value over the works it matched; *evidences* is (signals, unreliable signals, prior score)
+    per work."""
+    row: dict[str, float] = {}
+    for values, unreliable, score in evidences:
+        for name, value in values.items():
+            sig = signals.get(name)
+            if not sig.calibrated or name in unreliable:
+                continue
+            v = sig.strength(value)
+            if v is not None and v > row.get(name, -math.inf):
+                row[name] = v
+        row[SCORE] = max(row.get(SCORE, 0.0), float(score))
+    row.setdefault(SCORE, 0.0)
+    return row
+
+
+class NullModel:
+    """A collection's null for one modality (see the module docstring)."""
+
+    def __init__(self, info: Calibration, levels: Levels, columns: tuple[str, ...], rows: np.ndarray) -> None:
+        for c in columns:
+            if c != SCORE:
+                signals.get(c)  # an unknown signal in a stored null is an error
+        self.info = info
+        self.levels = levels
+        self.columns = columns
+        self.rows = np.round(np.asarray(rows, dtype=np.float64).reshape(-1, len(columns)), DECIMALS)
+        self._sorted = {c: np.sort(self.rows[:, j]) for j, c in enumerate(columns)}
+        n = self.n
+        if n:
+            # each null output's own fused statistic, from the same tails
+            tails = np.stack([self._tails(c, self.rows[:, j]) for j, c in enumerate(columns)], axis=1)
+            self._t = np.sort(tails.min(axis=1))
+        else:
+            self._t = np.zeros(0)
+
+    @classmethod
+    def from_rows(cls, info: Calibration, levels: Levels, rows: list[dict[str, float]]) -> NullModel:
+        names = sorted({k for r in rows for k in r if k != SCORE}, key=_order) + [SCORE]
+        data = np.array([[r.get(c, -math.inf) for c in names] for r in rows], dtype=np.float64)
+        return cls(info, levels, tuple(names), data.reshape(len(rows), len(names)))
+
+    @property
+    def n(self) -> int:
+        return int(self.rows.shape[0])
+
+    def _tails(self, column: str, values: np.ndarray) -> np.ndarray:
+        col = self._sorted[column]
+        at_least = len(col) - np.searchsorted(col, np.round(values, DECIMALS) - 1e-9, side="left")
+        return (at_least + 1) / (len(col) + 1)
+
+    def tail(self, column: str, strength: float | None) -> float:
+        """p_s: the share of null outputs at least as strong on *column* (1 for no value or an
+        unknown column)."""
+        if strength is None or column not in self._sorted:
+            return 1.0
+        return float(self._tails(column, np.array([strength]))[0])
+
+    def judge(self, values: Mapping[str, float | None], unreliable: frozenset[str], score: float) -> Judgement:
+        """The fused false-positive rate of a match and the verdict it supports."""
+        tails: dict[str, float] = {}
+        strengths: dict[str, float] = {}
+        for name, value in values.items():
+            sig = signals.get(name)
+            if sig.calibrated and name not in unreliable and (v := sig.strength(value)) is not None:
+                strengths[name] = v
+                tails[name] = self.tail(name, v)
+        tails[SCORE] = self.tail(SCORE, score)
+        n = self.n
+        k = self._beyond(min(tails.values()))
+        fpr = (k + 1) / (n + 1)
+        upper = upper_bound(k, n)
+        carrier = min(tails, key=lambda c: (tails[c], not _copy_column(c, values, score), _order(c)))
+        copy_ev = [c for c in tails if _copy_column(c, values, score) and tails[c] <= self.levels.copy]
+        shown = _describe(carrier, values, score)
+        verdict: Verdict
+        if not _past_floor(carrier, values, score):
+            verdict, reason = "unrelated", f"{shown}: no signal past its floor"
+        elif upper <= self.levels.copy and copy_ev:
+            verdict = "copy"
+            reason = (f"{_describe(copy_ev[0], values, score)}: beyond {n - k} of {n} unrelated outputs; "
+                      f"fpr <= {_pct(upper)} (95 %), copy level {_pct(self.levels.copy)}")
+        elif upper <= self.levels.similar:
+            verdict = "similar"
+            if copy_ev or any(_copy_column(c, values, score) for c in tails if tails[c] <= self.levels.similar):
+                if n < needed(self.levels.copy):
+                    reason = (f"{shown}: copy-type evidence, but a null of {n} outputs cannot state fpr <= "
+                              f"{_pct(self.levels.copy)} (needs {needed(self.levels.copy)}: "
+                              f"factor4 calibrate COLL --queries {needed(self.levels.copy)})")
+                else:
+                    reason = (f"{shown}: copy-type evidence at fpr <= {_pct(upper)} (95 %), above the copy "
+                              f"level {_pct(self.levels.copy)}")
+            else:
+                reason = f"{shown}: resemblance only (no verbatim text or copied pixels); fpr <= {_pct(upper)}"
+        else:
+            verdict = "unrelated"
+            if n < needed(self.levels.similar) and k == 0:
+                reason = (f"{shown}: beyond every unrelated output, but a null of {n} outputs cannot state fpr <= "
+                          f"{_pct(self.levels.similar)} (needs {needed(self.levels.similar)})")
+            else:
+                reason = f"{shown}: {k} of {n} unrelated outputs score as unusual (fpr {_pct(fpr)})"
+        return Judgement(verdict, reason, fpr, upper, n, carrier, tails[carrier])
+
+    def _beyond(self, t: float) -> int:
+        """k: the null outputs whose own fused statistic is at most *t* (at least as unusual)."""
+        return int(np.searchsorted(self._t, t + 1e-12, side="right"))
+
+    def fpr_of_row(self, row: np.ndarray) -> float:
+        """The fused rate of a row of strengths in this null's columns (-inf = no value)."""
+        tails = [self.tail(c, float(v)) for c, v in zip(self.columns, row, strict=True) if math.isfinite(v)]
+        return (self._beyond(min(tails, default=1.0)) + 1) / (self.n + 1)
+
+    def reliability(self, stated: tuple[float, ...] = config.RELIABILITY_LEVELS, seed: int = 0
+                    ) -> list[tuple[float, float, int]]:
+        """Stated against measured, by two-fold cross-fitting: the null is split in halves; each
+        half's outputs get the rate the other half states for them; for each level, the share of
+        held-out outputs stated at or below it. An honest null measures about the level (at most
+        it). Returns (stated level, measured share, held-out outputs)."""
+        n = self.n
+        if n < 4:
+            return []
+        order = np.random.default_rng(seed).permutation(n)
+        halves = (order[: n // 2], order[n // 2 :])
+        rates: list[float] = []
+        for a, b in (halves, halves[::-1]):
+            model = NullModel(self.info, self.levels, self.columns, self.rows[a])
+            rates.extend(model.fpr_of_row(self.rows[i]) for i in b)
+        arr = np.asarray(rates)
+        return [(level, float(np.mean(arr <= level + 1e-12)), len(arr)) for level in stated]
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "info": self.info.to_dict(),
+            "levels": {"copy": self.levels.copy, "similar": self.levels.similar},
+            "columns": list(self.columns),
+            "rows": [[None if not math.isfinite(v) else v for v in row] for row in self.rows.tolist()],
+        }
+
+    @classmethod
+    def from_dict(cls, body: Mapping) -> NullModel | None:
+        """The stored null, or None when it is in an older format (it is then made again)."""
+        if body.get("format") != FORMAT:
+            return None
+        info = body["info"]
+        cal = Calibration(**{**info, "makeup": tuple(tuple(x) for x in info.get("makeup", ())),
+                             "left_out": tuple(info.get("left_out", ()))})
+        columns = tuple(body["columns"])
+        rows = np.array([[-math.inf if v is None else float(v) for v in row] for row in body["rows"]],
+                        dtype=np.float64).reshape(len(body["rows"]), len(columns))
+        return cls(cal, Levels(**body["levels"]), columns, rows)
+
+
+def without_null(values: Mapping[str, float | None], unreliable: frozenset[str], score: float,
+                 why: str) -> Judgement:
+    """A match in a collection with no null: no error rate; at most ``similar`` (prior cut points)."""
+    tails_known = [n for n, v in values.items() if signals.get(n).calibrated and v is not None and n not in unreliable]
+    carrier = max(tails_known, key=lambda n: scoring.evidence(n, values[n]), default=SCORE)
+    verdict: Verdict = "similar" if score >= config.SIMILAR_SCORE else "unrelated"
+    reason = f"{_describe(carrier, values, score)}: no error rate ({why}); without one the verdict is at most similar"
+    return Judgement(verdict, reason, None, None, 0, carrier, None)
+
+
+def _order(column: str) -> int:
+    names = list(signals.REGISTRY)
+    return names.index(column) if column in names else len(names)
+
+
+def _copy_column(column: str, values: Mapping[str, float | None], score: float) -> bool:
+    """Whether *column*'s value is copying-type evidence past its prior "similar" cut point."""
+    if column == SCORE:
+        return score >= config.COPY_SCORE  # a copy signal, or keypoints, crossed a copy cut point
+    return signals.copy_kind(column) and scoring.evidence(column, values.get(column)) >= config.SIMILAR_SCORE
+
+
+def _past_floor(column: str, values: Mapping[str, float | None], score: float) -> bool:
+    if column == SCORE:
+        return score > 0
+    return scoring.evidence(column, values.get(column)) > 0
+
+
+def _describe(column: str, values: Mapping[str, float | None], score: float) -> str:
+    if column == SCORE:
+        return f"combined score {score:.3f}"
+    v = values.get(column)
+    if v is None:
+        return column
+    shown = f"{int(v)}" if float(v).is_integer() and abs(v) >= 1 else f"{float(v):.3f}"
+    return f"{column} {shown}"
+
+
+def _pct(rate: float) -> str:
+    pct = 100 * rate
+    return f"{pct:.2g} %" if pct < 1 else f"{pct:.1f} %"
