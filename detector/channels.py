@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from detector import config
+from detector import config, signals
 from detector.encoders import FINGERPRINTS, Encoder, load_encoder, parse_spec
 from detector.errors import EncoderError, EncoderMismatch
 from detector.fingerprints import PDQ_BITS, PdqHash, downscale, pdq_dihedral, pdq_hash, text_shingles, winnow
@@ -118,6 +118,9 @@ def channel_spec(spec: str, ann: str = config.DEFAULT_ANN) -> ChannelSpec:
         return ChannelSpec("shingles", f"shingles:{config.SHINGLE_WORDS}", "text", "postings", 0,
                            "containment", "")
     enc = load_encoder(spec)
+    if channel_name(enc.spec) not in signals.REGISTRY:
+        raise EncoderError(f"encoder {spec!r} has no declared signal (and so no calibration): declare "
+                           f"{channel_name(enc.spec)!r} in detector/signals.py before using it")
     covers = "all" if enc.modality == "text" or _has_regions(enc) else "whole"
     return ChannelSpec(channel_name(enc.spec), enc.spec, enc.modality, "float", enc.dim, "ip",
                        config.ANN_FACTORIES[ann], enc.weights_sha256, covers=covers)

@@ -453,7 +453,9 @@ class Detector:
             null = self._stored_null(coll, modality)
             if null is None:
                 return False
-            return null if null.n else None
+            if not null.n:  # none could be made: try again once the collection has changed
+                return None if null.info.generation == coll.generation else False
+            return null
 
         found = stored()
         if found is not False:
@@ -520,8 +522,8 @@ class Detector:
                 kept += 1
             info = replace(info, queries=len(rows), negatives=kept, left_out=tuple(left_out),
                            makeup=info.makeup + ((("negatives", kept),) if kept else ()),
-                           method=(info.method if outputs else "") + (f"; plus {kept} negatives given"
-                                                                      if kept else ""))
+                           method="; ".join(x for x in (info.method if outputs else "",
+                                                        f"{kept} negatives given" if kept else "") if x))
         null = NullModel.from_rows(info, levels, rows)
         with self._writing(name) as (latest, _, w):
             if latest.generation == generation:  # else the collection changed meanwhile: keep it unsaved

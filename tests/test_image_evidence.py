@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
+from detector.nullmodel import SCORE, NullModel
 from detector import Detector, config
 from detector.calibration import image_near_duplicate_groups
 from detector.encoders import load_encoder
@@ -227,8 +228,9 @@ def test_near_duplicates_are_grouped_and_left_out_together(tmp_path: Path) -> No
     # the variants do not count as unrelated to each other: no calibration output scores as a copy
     [cal] = det.calibrate("v")
     coll, _ = det._collection("v")  # a snapshot taken after the calibration was stored
-    null = coll.calibration("image")[1]
-    assert cal.modality == "image" and max(null["scores"]) < config.COPY_SCORE
+    null = NullModel.from_dict(coll.calibration("image")[1])
+    assert cal.modality == "image" and null is not None and null.n == cal.queries
+    assert max(null.rows[:, null.columns.index(SCORE)]) < config.COPY_SCORE
 
 
 def test_collection_without_sscd_still_scans(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from detector import Detector, config
-from detector.calibration import near_duplicate_groups
+from detector.calibration import TEXT_EDITS, near_duplicate_groups
+from detector.nullmodel import upper_bound
 from detector.cli import main
 from detector.errors import InputError
 from detector.fingerprints import word_keys
@@ -147,15 +148,21 @@ def test_fpr_is_calibrated_on_the_collection(txt: tuple[Detector, Path]) -> None
     unrelated = scan(det, module_doc("heapq"))
     cal = copy.calibration
     assert cal is not None and cal == unrelated.calibration
-    assert cal.works == len(WORKS) and cal.queries == len(WORKS) * config.CALIBRATION_PER_WORK
+    assert cal.works == len(WORKS) and cal.queries == config.CALIBRATION_QUERIES
+    # the null is edited as outputs are, every kind of edit in it
+    assert {edit for edit, _ in cal.makeup} == set(TEXT_EDITS) and sum(n for _, n in cal.makeup) == cal.queries
+    assert (cal.copy_level, cal.similar_level) == (config.COPY_LEVEL, config.SIMILAR_LEVEL)
     assert copy.best is not None and copy.best.fpr is not None and unrelated.best is not None
-    assert copy.best.fpr == pytest.approx(1 / (cal.queries + 1))  # no unrelated output scored as high
+    assert copy.best.fpr == pytest.approx(1 / (cal.queries + 1))  # no unrelated output as unusual
+    assert copy.best.null_size == cal.queries and copy.best.fpr_upper == pytest.approx(upper_bound(0, cal.queries))
+    assert copy.best.verdict == "copy" and "copied_words" in copy.best.reason
     assert unrelated.best.fpr is not None and unrelated.best.fpr > 10 * copy.best.fpr
-    assert all(0 < m.fpr <= 1 for m in unrelated.matches if m.fpr is not None)
+    assert unrelated.verdict == "unrelated" and unrelated.best.reason
+    assert all(0 < m.fpr <= m.fpr_upper <= 1 for m in unrelated.matches)
     with Collection.open(Store(root / "home").path("txt")) as coll:
         stored = coll.calibration("text")
         assert stored is not None and stored[0] == coll.generation == cal.generation
-        assert len(stored[1]["scores"]) == cal.queries
+        assert len(stored[1]["rows"]) == cal.queries and "copied_words" in stored[1]["columns"]
 
 
 def test_json_contract_of_a_text_match(txt: tuple[Detector, Path]) -> None:
