@@ -10,6 +10,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
+def _env_number(name: str, default: float, kind: type) -> float:
+    """*default*, or the number in environment variable *name* (an unreadable one is an error
+    that names it)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a {kind.__name__}") from None
+    if not value > 0:
+        raise ValueError(f"environment variable {name}={raw!r} must be positive")
+    return value
+
 #: Environment variable naming the folder that holds collections and caches.
 HOME_ENV = "FACTOR4_HOME"
 #: Used when FACTOR4_HOME is unset (XDG data dir convention).
@@ -213,8 +228,9 @@ TEXT_SEARCH_K = 100
 TOP_MATCHES = 5
 
 #: Each signal is mapped to 0..1 evidence, piecewise-linearly, so that its "similar"
-#: threshold lands on SIMILAR_SCORE and its "copy" threshold on COPY_SCORE. The match score
-#: is the strongest signal's evidence; verdicts read the score against the same two cut points.
+#: threshold lands on SIMILAR_SCORE and its "copy" threshold on COPY_SCORE. The match's prior
+#: score is the strongest signal's evidence: descriptive, and one more calibrated signal;
+#: verdicts come from error rates (COPY_LEVEL, SIMILAR_LEVEL below; `detector.nullmodel`).
 SIMILAR_SCORE = 0.4
 COPY_SCORE = 0.7
 #: (floor, similar, copy, ceiling) raw thresholds per signal, in the signal's own units.
@@ -256,14 +272,16 @@ BATCH_TRIM_EVERY = 50
 #: evidence and a false-positive rate whose one-sided FPR_CONFIDENCE upper bound is at or below
 #: COPY_LEVEL; "similar" at or below SIMILAR_LEVEL. Each collection may set its own levels
 #: (`factor4 calibrate COLL --copy-level ... --similar-level ...`).
-COPY_LEVEL = 0.001
-SIMILAR_LEVEL = 0.01
+#: FACTOR4_COPY_LEVEL, FACTOR4_SIMILAR_LEVEL and FACTOR4_CALIBRATION_QUERIES override the defaults
+#: for a whole process and the services it starts (the tests run small nulls at coarse levels).
+COPY_LEVEL = _env_number("FACTOR4_COPY_LEVEL", 0.001, float)
+SIMILAR_LEVEL = _env_number("FACTOR4_SIMILAR_LEVEL", 0.01, float)
 FPR_CONFIDENCE = 0.95
 #: Unrelated outputs made from the collection's own works (and edited as outputs are) to learn
 #: its null: CALIBRATION_QUERIES in all, from at most CALIBRATION_MAX_WORKS works. 3,000 is the
 #: smallest null that can state a rate below COPY_LEVEL at 95 % (about 3 / level); it takes
 #: about 1 minute for texts and 4 for images on 2 cores, once per collection generation.
-CALIBRATION_QUERIES = 3000
+CALIBRATION_QUERIES = _env_number("FACTOR4_CALIBRATION_QUERIES", 3000, int)
 CALIBRATION_MAX_WORKS = 500
 #: Lengths (words) of the text calibration outputs, used in turn.
 CALIBRATION_TEXT_WORDS = (30, 120, 300)

@@ -449,7 +449,7 @@ class _Page:
             "upper bound. \u201cCopy\u201d needs copied words or pixels and that upper bound at or below the "
             f"copy level ({self._levels_txt('copy')}); \u201csimilar\u201d at or below the similar level "
             f"({self._levels_txt('similar')}). The score (0 to 1) is descriptive: the strongest signal on a "
-            'fixed scale. The <a href="#calibration">calibration section</a> shows how honest the rates are.</p>\n"
+            'fixed scale. The <a href="#calibration">calibration section</a> shows how honest the rates are.</p>\n'
             "</section>\n"
         )
 

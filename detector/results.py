@@ -194,7 +194,8 @@ class Match:
     def judged(self, j: Judgement) -> Match:
         """This match with the null's judgement applied."""
         return replace(self, verdict=j.verdict, fpr=j.fpr, fpr_upper=j.fpr_upper, null_size=j.null_size,
-                       reason=j.reason, carried_by=j.carried_by)
+                       reason=j.reason, carried_by=j.carried_by,
+                       transform=None if j.verdict == "unrelated" else self.transform)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

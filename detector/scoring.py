@@ -1,4 +1,4 @@
-"""From raw signals to one score in 0..1 and a verdict.
+"""From raw signals to one descriptive prior score in 0..1 (verdicts: `detector.nullmodel`).
 
 Each signal (SSCD cosine, raw and normalised; PDQ distance; MiniLM cosine; copied and aligned
 words; CLIP cosine) is mapped piecewise-linearly onto evidence in 0..1 through four raw cut
@@ -37,8 +37,10 @@ What the thresholds mean, and their limits:
 - coverage and longest_run_words are reported, not scored: a short output can be fully covered
   by a stock phrase, which copied_words already weighs by length.
 
-The cut points set the verdicts; how often an unrelated output reaches a score is measured per
-collection (`detector.calibration`) and reported with each match as its false-positive rate.
+The cut points no longer set the verdicts: they make the prior score, one more signal that each
+collection calibrates. Verdicts come from the collection's null (`detector.nullmodel`): each
+signal's tail probability among unrelated outputs, fused by their minimum, stated as a
+false-positive rate with its sample size and upper bound.
 """
 
 from __future__ import annotations

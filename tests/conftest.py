@@ -26,7 +26,14 @@ TEST_SIMILAR_LEVEL = 0.15
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import os
+
     from detector import config as f4
+
+    # services the tests start in subprocesses read the same from the environment
+    os.environ["FACTOR4_CALIBRATION_QUERIES"] = str(TEST_QUERIES)
+    os.environ["FACTOR4_COPY_LEVEL"] = str(TEST_COPY_LEVEL)
+    os.environ["FACTOR4_SIMILAR_LEVEL"] = str(TEST_SIMILAR_LEVEL)
 
     f4.CALIBRATION_QUERIES = TEST_QUERIES
     f4.COPY_LEVEL = TEST_COPY_LEVEL

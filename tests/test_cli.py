@@ -43,11 +43,11 @@ def test_create_add_works_scan_remove(capsys: pytest.CaptureFixture[str], tmp_pa
     code, out, _ = run(capsys, "--home", home, "create", "c", "--encoders", "sscd,pdq,shingles")
     assert code == EXIT_OK and "created collection 'c'" in out
     code, out, _ = run(capsys, "--home", home, "add", "c", str(corpus["works"] / "astronaut.png"),
-                       str(corpus["works"] / "json.txt"))
-    assert code == EXIT_OK and "2 added" in out
+                       str(corpus["works"] / "coffee.png"), str(corpus["works"] / "json.txt"))
+    assert code == EXIT_OK and "3 added" in out  # two images: enough for a null, so for error rates
     code, out, _ = run(capsys, "--home", home, "works", "c", "--json")
     works = json.loads(out)
-    assert {w["title"] for w in works} == {"astronaut", "json"}
+    assert {w["title"] for w in works} == {"astronaut", "coffee", "json"}
 
     copy = edited_copy(corpus["works"] / "astronaut.png", tmp_path / "a.jpg")
     code, out, _ = run(capsys, "--home", home, "scan", "c", str(copy), "--json")
@@ -59,12 +59,13 @@ def test_create_add_works_scan_remove(capsys: pytest.CaptureFixture[str], tmp_pa
 
     code, out, _ = run(capsys, "--home", home, "scan", "c", str(copy))
     assert code == EXIT_OK and "COPY" in out and "astronaut" in out
+    assert "why: " in out and "false-positive rate" in out and "95 % upper bound" in out
 
     astro = next(w["id"] for w in works if w["title"] == "astronaut")
     code, out, _ = run(capsys, "--home", home, "remove", "c", astro)
     assert code == EXIT_OK and astro in out
     code, out, _ = run(capsys, "--home", home, "works", "c")
-    assert "astronaut" not in out and "1 works" in out
+    assert "astronaut" not in out and "2 works" in out
 
 
 @pytest.mark.parametrize(

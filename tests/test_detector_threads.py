@@ -23,7 +23,8 @@ MODULES = ["argparse", "csv", "json", "re", "unittest", "heapq", "sched", "itert
 
 def test_concurrent_scans_adds_and_removals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "CALIBRATION_QUERIES", 30)
-    monkeypatch.setattr(config, "CALIBRATION_PER_WORK", 3)
+    monkeypatch.setattr(config, "COPY_LEVEL", 0.1)  # what a null of 30 can state (about 3 / 30)
+    monkeypatch.setattr(config, "SIMILAR_LEVEL", 0.2)
     texts = {m: module_doc(m) for m in MODULES}
     for name in ("pdb", "re"):  # long docstrings: in parts, so there are works enough
         words = texts.pop(name).split()

@@ -24,6 +24,7 @@ from detector.encoders import (
     parse_spec,
 )
 from detector.errors import EncoderError, ModelUnavailable
+from tests.conftest import module_doc
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -318,7 +319,9 @@ def test_minilm_int8_collection_records_its_spec(tmp_path):
         text = tmp_path / "a.txt"
         text.write_text("It was the best of times, it was the worst of times, it was the age of wisdom, "
                         "it was the age of foolishness, it was the epoch of belief.\n", encoding="utf-8")
-        det.add("q", [text], show_progress_bar=False)
+        other = tmp_path / "b.txt"  # a second, unrelated work: enough for a null, so for error rates
+        other.write_text(module_doc("json"), encoding="utf-8")
+        det.add("q", [text, other], show_progress_bar=False)
         channels = {c.name: c.encoder for c in det.manifest("q").channels}
         assert channels["minilm"] == "minilm:int8"
         (result,) = det.scan("q", [text])

@@ -109,7 +109,8 @@ def make_report(title: str = "Chelsea the cat", span_text: str | None = None,
     text_work = {"id": "txt0002", "title": "csv module docs", "sha256": "b" * 64, "source": "works/csv.txt",
                  "creator": None, "modality": "text"}
     image_match = {
-        "work": image_work, "score": 0.91, "verdict": "copy", "fpr": 0.0033,
+        "work": image_work, "score": 0.91, "verdict": "copy", "fpr": 0.0033, "fpr_upper": 0.0099, "null_size": 300,
+        "reason": "sscd_normalised 0.500: beyond 300 of 300 unrelated outputs",
         "signals": {"sscd": 0.41, "sscd_normalised": 0.5, "pdq_distance": 117.0},
         "region": {"left": left, "top": top, "right": right, "bottom": bottom},
         "output_size": list(OUTPUT_SIZE), "work_region": None, "work_size": list(work_size),
@@ -131,7 +132,8 @@ def make_report(title: str = "Chelsea the cat", span_text: str | None = None,
         "schema": "factor4-report/1",
         "summary": {"inputs": 9, "scanned": {"image": 4, "text": 4}, "skipped": 1, "outputs_with_copy": 2,
                     "outputs_with_similar_only": 1, "works_matched": 2,
-                    "thresholds": {"copy": 0.7, "similar": 0.4}},
+                    "thresholds": {"copy": 0.7, "similar": 0.4},
+                    "levels": {"image": {"copy": 0.01, "similar": 0.05}}},
         "groups": {"prompt_type": {"realistic": {"image": 2, "text": 2}, "adversarial": {"image": 2, "text": 2}},
                    "generator": {"imagegen 2.1": {"image": 4}, "textgen": {"text": 4}}},
         "works": [
@@ -153,7 +155,11 @@ def make_report(title: str = "Chelsea the cat", span_text: str | None = None,
             "image": {"bins": 25, "best_match": [0, 1, 1, 0] + [0] * 9 + [1] + [0] * 8 + [1, 0, 0],
                       "unrelated": [5, 40, 80, 60, 30, 10, 4, 1] + [0] * 17,
                       "calibration": {"modality": "image", "generation": 3, "queries": 230, "works": 4,
-                                      "method": "thumbnails as they are, cropped, composited"}},
+                                      "method": "thumbnails as they are, cropped, composited",
+                                      "makeup": [["as is", 100], ["cropped", 130]], "copy_level": 0.01,
+                                      "similar_level": 0.05, "left_out": ["neg.png: copy of Chelsea"]},
+                      "reliability": [{"stated": 0.01, "measured": 0.008, "outputs": 230},
+                                      {"stated": 0.1, "measured": 0.3, "outputs": 230}]},
             "text": {"bins": 25, "best_match": [2, 1] + [0] * 21 + [0, 1],
                      "unrelated": [30, 90, 60, 20, 5] + [0] * 20, "calibration": None},
         },
@@ -237,7 +243,11 @@ def test_structure_and_no_external_urls() -> None:
     assert "Output decoded ascp1252 (span offsets count its characters)" in text  # a legacy-encoded output
     assert text.count("Output decoded as") == 1  # the images (encoding absent) have no such row
     assert "The digest in DIGEST covers inputs.jsonl, results.jsonl, report.json and report.html" in text
-    assert sum(t == "svg" for t, _ in tags.tags) == 3  # rates + one histogram per modality
+    assert sum(t == "svg" for t, _ in tags.tags) == 4  # rates + one histogram per modality + reliability
+    assert "from 300 unrelated outputs" in text and "beyond 300 of 300" in text  # the rate, its n and why
+    assert "Unrelated outputs (null size)230" in text and "100 as is, 130 cropped" in text
+    assert "neg.png: copy of Chelsea" in text
+    assert "stated 10.0\u00a0%: measured 30.0\u00a0%" in text  # the reliability plot, also as text
     assert page.encode("utf-8")
 
 
@@ -329,7 +339,7 @@ def test_report_renders_in_chromium(browser: Any, tmp_path: Path) -> None:
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Evidence report")
     summary = browser.find_element(By.ID, "summary").text
     for needle in ("Outputs scanned: image 4", "Outputs scanned: text 4", "Skipped (why) 1",
-                   "Outputs with a copy (score \u2265 0.700) 2 (25.0 % of scanned)", "2 of 2 in the collection"):
+                   "Outputs with a copy (false-positive rate \u2264 1.0 % (95 % upper bound)) 2 (25.0 % of scanned)", "2 of 2 in the collection"):
         assert needle in summary, (needle, summary)
 
     rows = {r.get_attribute("data-work-id"): r.text
@@ -384,7 +394,11 @@ def test_report_renders_in_chromium(browser: Any, tmp_path: Path) -> None:
     assert len(hists) == 2
     for svg in hists:
         assert rect(browser, svg)["width"] > 200
-        assert svg.find_elements(By.CSS_SELECTOR, "line.thr-copy") and svg.find_elements(By.CSS_SELECTOR, "path.null")
+        assert svg.find_elements(By.CSS_SELECTOR, "path.null")
+    [reliability] = browser.find_elements(By.CSS_SELECTOR, "#calibration svg")
+    assert rect(browser, reliability)["width"] > 200
+    points = reliability.find_elements(By.CSS_SELECTOR, "circle")
+    assert len(points) == 2 and [p.get_attribute("class") for p in points] == ["b1", "thr-copy"]  # honest, not
     skipped = browser.find_element(By.ID, "skipped").text
     assert "outputs/0005.png: file not found" in skipped
     assert "9" * 64 in browser.find_element(By.ID, "provenance").text

@@ -50,9 +50,9 @@ def client(service_home: Path, keys: dict[str, str], corpus: dict) -> TestClient
         a = bearer(keys["alice"])
         assert c.post("/collections", json={"name": "art"}, headers=a).status_code == 201
         files = [("file", (n, (corpus["works"] / n).read_bytes(), "application/octet-stream"))
-                 for n in ("rocket.jpg", "coffee.png", "csv.txt")]
+                 for n in ("rocket.jpg", "coffee.png", "csv.txt", "json.txt")]  # two texts: error rates for texts
         r = c.post("/collections/art/works", files=files, headers=a)
-        assert r.status_code == 201 and len(r.json()["added"]) == 3, r.text
+        assert r.status_code == 201 and len(r.json()["added"]) == 4, r.text
         yield c
 
 
@@ -218,10 +218,10 @@ def test_unfinished_job_is_resumed_at_start(tmp_path: Path, corpus: dict) -> Non
 def test_works_are_listed_a_page_at_a_time(client: TestClient, keys: dict[str, str]) -> None:
     a = bearer(keys["alice"])
     everything = client.get("/collections/art/works", headers=a)
-    assert everything.headers["x-total-count"] == "3" and "link" not in everything.headers
+    assert everything.headers["x-total-count"] == "4" and "link" not in everything.headers
     ids = [w["id"] for w in everything.json()]
     first = client.get("/collections/art/works?limit=2", headers=a)
-    assert [w["id"] for w in first.json()] == ids[:2] and first.headers["x-total-count"] == "3"
+    assert [w["id"] for w in first.json()] == ids[:2] and first.headers["x-total-count"] == "4"
     nxt = first.headers["link"].split(">")[0].lstrip("<")
     assert nxt == "/collections/art/works?limit=2&offset=2"
     assert [w["id"] for w in client.get(nxt, headers=a).json()] == ids[2:]

@@ -37,7 +37,8 @@ def excerpt(mod: str) -> str:
 def test_scans_while_works_are_added(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a collection under 20 works is calibrated again after each change: keep that short here
     monkeypatch.setattr(config, "CALIBRATION_QUERIES", 30)
-    monkeypatch.setattr(config, "CALIBRATION_PER_WORK", 3)
+    monkeypatch.setattr(config, "COPY_LEVEL", 0.1)  # what a null of 30 can state (about 3 / 30)
+    monkeypatch.setattr(config, "SIMILAR_LEVEL", 0.2)
     mods = [m for m in MODULES if len(module_doc(m).split()) >= 100]
     assert len(mods) >= 12
     key = Tenancy(tmp_path).create_key("alice").key
