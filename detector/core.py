@@ -146,6 +146,7 @@ class Detector:
         self.store = Store(self.home)
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()  # guards self._open only
+        self._stale_seen: dict[tuple[str, str, int, int], bool] = {}
 
     # -- collections -----------------------------------------------------------------------
     def create(self, name: str, encoders: Sequence[str] = config.DEFAULT_ENCODERS,
@@ -366,10 +367,21 @@ class Detector:
             info = None
             if null is not None:
                 info = null.info
-                if is_stale(info.generation, info.works, len(coll.works(item.modality)), coll.generation):
+                if info.generation != coll.generation and self._stale(name, coll, item.modality, info):
                     info = replace(info, stale=True)
             return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches), info,
                               item.encoding if isinstance(item, TextItem) else None)
+
+    def _stale(self, name: str, coll: Collection, modality: str, info: Calibration) -> bool:
+        """Whether the null (made at another generation) is stale; counted once per generation."""
+        key = (name, modality, coll.generation, info.generation)
+        found = self._stale_seen.get(key)
+        if found is None:
+            found = is_stale(info.generation, info.works, len(coll.works(modality)), coll.generation)
+            if len(self._stale_seen) > 1024:
+                self._stale_seen.clear()
+            self._stale_seen[key] = found
+        return found
 
     def _evidence(self, coll: Collection, bound: BoundChannels, item: Item,
                   exclude: frozenset[str] = frozenset()) -> list[tuple[Match, frozenset[str]]]:

@@ -19,7 +19,8 @@ from PIL import Image, ImageOps
 
 #: Tests learn small nulls, stated at proportionally coarser levels: the same rules (a level
 #: needs about 3 / level null outputs) at a size a test can afford. The defaults (3,000 outputs,
-#: 0.1 % and 1 %) are measured by scripts/bench_calibration.py, not here.
+#: 0.1 % and 1 %) are measured by scripts/bench_verdicts_text.py and
+#: scripts/bench_verdicts_image.py, not here.
 TEST_QUERIES = 80
 TEST_COPY_LEVEL = 0.05
 TEST_SIMILAR_LEVEL = 0.15
