@@ -250,6 +250,10 @@ SIGNAL_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
     # Words of one aligned stretch matched in order to the work, in verbatim and near-verbatim
     # pieces (at least NEAR_DENSITY of their words equal), after the common-text discount.
     "copied_words": (4.0, 8.0, 16.0, 60.0),
+    # All the output's words matched verbatim or near-verbatim, over every aligned stretch (common
+    # text discounted): reordered sentences and excerpts cut into pieces copy many words, no one
+    # long stretch.
+    "copied_total_words": (8.0, 16.0, 32.0, 100.0),
     # Words of one aligned stretch matched in order, reworded pieces included. Capped below
     # COPY_SCORE: rewording is "similar", never a copy by itself.
     "aligned_words": (8.0, 12.0, 28.0, 80.0),

@@ -23,6 +23,8 @@ What the thresholds mean, and their limits:
   verbatim or near-verbatim (at least 60 % of its words equal), after discounting phrases that
   3 or more works share; 8 words is "similar". Unrelated texts by one author align in stretches
   of up to ~8 words against a whole play (measured: 300-word windows of Coriolanus against Hamlet).
+- copied_total_words >= 32: all the output's verbatim and near-verbatim words over every aligned
+  stretch (common text discounted); reordered sentences copy many words but no long stretch.
 - aligned_words >= 12 ("similar"; capped below copy): the same with reworded stretches counted,
   where only function words and a few content words survive in order (synonym swaps). Chaining
   across holes of up to 10 words lets unrelated passages of one author reach ~11 by chance

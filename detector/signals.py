@@ -78,6 +78,9 @@ _DECLARED = (
     Signal("minilm", "text", "resemblance", doc="MiniLM cosine of the best output window with the best passage"),
     Signal("copied_words", "text", "copy",
            doc="words of one aligned stretch matched verbatim or near-verbatim, common phrases discounted"),
+    Signal("copied_total_words", "text", "copy",
+           doc="words matched verbatim or near-verbatim over all aligned stretches (reordered copies), common "
+               "phrases discounted"),
     Signal("aligned_words", "text", "resemblance",
            doc="words of one aligned stretch matched in order, reworded pieces included"),
     Signal("coverage", "text", "report", doc="share of the output's words in matched stretches"),

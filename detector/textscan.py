@@ -392,6 +392,7 @@ def _evidence(
     if shingles is not None or alignments:
         signals.update(
             copied_words=float(copied_best),
+            copied_total_words=float(copied_total),
             aligned_words=float(aligned_best),
             coverage=copied_total / n_out,
             longest_run_words=float(longest),
