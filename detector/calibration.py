@@ -10,7 +10,7 @@ verdicts):
 - **Texts:** windows of `config.CALIBRATION_TEXT_WORDS` words at random places, as they are,
   reworded (a share of the words replaced by words of other works), reordered (sentences
   shuffled), cut down (sentences dropped), and reordered and reworded.
-- **Images:** the works' stored thumbnails as they are, cropped, pasted into another work,
+- **Images:** the works' stored thumbnails as they are (once each), recompressed, cropped, pasted into another work,
   framed, captioned, blurred, recoloured, mirrored, rotated, and combined edits (crop + frame +
   caption, mirror + crop + recompress, downscale + blur).
 
@@ -48,7 +48,7 @@ from indexes import Collection
 log = logging.getLogger(__name__)
 
 TEXT_EDITS = ("as is", "reworded", "reordered", "cut down", "reordered + reworded")
-IMAGE_EDITS = ("as is", "cropped", "composite", "framed", "captioned", "blurred", "recoloured", "mirrored",
+IMAGE_EDITS = ("as is", "recompressed", "cropped", "composite", "framed", "captioned", "blurred", "recoloured", "mirrored",
                "rotated", "crop + frame + caption", "mirror + crop + recompress", "downscale + blur")
 TEXT_METHOD = ("windows of {lengths} words from the collection's texts, as they are, reworded, reordered and "
                "cut down; source work and near-duplicates left out")
@@ -221,7 +221,8 @@ def image_outputs(coll: Collection, channel: str, queries: int) -> list[NullOutp
     outputs: list[NullOutput] = []
     for n, w in enumerate(picked):
         for k in range(per_work):
-            edit = IMAGE_EDITS[(k + n) % len(IMAGE_EDITS)] if k else "as is"
+            # each work once as it is (a second copy would be the same row twice), then edits in turn
+            edit = IMAGE_EDITS[1 + (k - 1 + n) % (len(IMAGE_EDITS) - 1)] if k else "as is"
             exclude = groups[w]
             if edit == "composite":
                 other = picked[(n + 1 + int(rng.integers(0, len(picked) - 1))) % len(picked)]
@@ -262,6 +263,15 @@ def edit_image(image: Image.Image, edit: str, rng: np.random.Generator) -> Image
         elif step == "rotated":
             out = out.rotate(float(rng.uniform(8, 30)) * (1 if rng.random() < 0.5 else -1), expand=True,
                              resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+        elif step == "recompressed":
+            f = float(rng.uniform(0.6, 0.95))
+            out = out.resize((max(8, round(out.width * f)), max(8, round(out.height * f))),
+                             Image.Resampling.BILINEAR)
+            buf = io.BytesIO()
+            out.save(buf, "JPEG", quality=int(rng.integers(50, 90)))
+            buf.seek(0)
+            with Image.open(buf) as im:
+                out = im.convert("RGB")
         elif step == "recompress":
             buf = io.BytesIO()
             out.save(buf, "JPEG", quality=int(rng.integers(25, 60)))

@@ -56,9 +56,11 @@ class ImageEvidence:
 
     @property
     def unreliable(self) -> frozenset[str]:
-        """Signals the null does not count (PDQ on flat images): the raw SSCD cosine does count
-        there, as one more calibrated signal."""
-        return self.ignore & {"pdq_distance"}
+        """Signals the null does not count either: PDQ on flat images, and the raw SSCD cosine
+        where a normalised one exists (look-alike pictures, e.g. screenshots of one program, reach
+        raw cosines that a collection's own works rarely show each other; the normalised cosine
+        subtracts that background; measured in scripts/bench_verdicts_image.py)."""
+        return self.ignore
 
     @functools.cached_property
     def score(self) -> float:

@@ -22,8 +22,10 @@ signal (`detector.signals`) and of the prior score. From those:
 4. **Verdicts.** ``copy`` needs the upper bound at or below the collection's copy level
    (`config.COPY_LEVEL`, 0.1 %) *and* copying-type evidence: a ``copy`` signal (SSCD, PDQ,
    copied words) that is itself this rare under the null and past its prior "similar" cut
-   point. ``similar`` needs the upper bound at or below the similar level (1 %). Anything else
-   is ``unrelated``. When the null is too small to reach a level at all, the match's `reason`
+   point. ``similar`` needs the upper bound at or below the similar level (1 %) and a signal
+   that is rare and past its prior "similar" cut point: in the far tail a null has few
+   independent samples (a few edits of each work), so a value just past its largest is weak
+   evidence whatever its rank. Anything else is ``unrelated``. When the null is too small to reach a level at all, the match's `reason`
    says so and how to make it bigger; there is no confident ``copy`` without the numbers.
    Without a null (a collection with one work and no negatives) there is no error rate: the
    verdict is at most ``similar``, from the prior cut points, and says so.
@@ -166,12 +168,20 @@ class NullModel:
         k = self._beyond(min(tails.values()))
         fpr = (k + 1) / (n + 1)
         upper = upper_bound(k, n)
-        carrier = min(tails, key=lambda c: (tails[c], not _copy_column(c, values, score), _order(c)))
-        copy_ev = [c for c in tails if _copy_column(c, values, score) and tails[c] <= self.levels.copy]
+        # a verdict needs a signal that is both rare under the null and strong on its own scale
+        # (past its prior "similar" cut point): in the far tail the null has few independent
+        # samples, and a value just past its largest is weak evidence whatever its rank
+        strong = [c for c in tails if tails[c] <= self.levels.similar and _strong(c, values, score)]
+        carrier = min(strong or tails, key=lambda c: (tails[c], not _copy_column(c, values, score), _order(c)))
+        copy_ev = [c for c in strong if _copy_column(c, values, score) and tails[c] <= self.levels.copy]
         shown = _describe(carrier, values, score)
         verdict: Verdict
         if not _past_floor(carrier, values, score):
             verdict, reason = "unrelated", f"{shown}: no signal past its floor"
+        elif not strong and upper <= self.levels.similar:
+            verdict = "unrelated"
+            reason = (f"{shown}: unusual (fpr <= {_pct(upper)}) but weak: no signal past its prior similar "
+                      "cut point")
         elif upper <= self.levels.copy and copy_ev:
             verdict = "copy"
             reason = (f"{_describe(copy_ev[0], values, score)}: beyond {n - k} of {n} unrelated outputs; "
@@ -267,6 +277,13 @@ def _copy_column(column: str, values: Mapping[str, float | None], score: float) 
     if column == SCORE:
         return score >= config.COPY_SCORE  # a copy signal, or keypoints, crossed a copy cut point
     return signals.copy_kind(column) and scoring.evidence(column, values.get(column)) >= config.SIMILAR_SCORE
+
+
+def _strong(column: str, values: Mapping[str, float | None], score: float) -> bool:
+    """Whether *column*'s value is past its prior "similar" cut point."""
+    if column == SCORE:
+        return score >= config.SIMILAR_SCORE
+    return scoring.evidence(column, values.get(column)) >= config.SIMILAR_SCORE
 
 
 def _past_floor(column: str, values: Mapping[str, float | None], score: float) -> bool:

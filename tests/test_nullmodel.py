@@ -149,3 +149,13 @@ def test_test_suite_runs_coarser_levels_than_the_defaults() -> None:
 
     assert (config.COPY_LEVEL, config.SIMILAR_LEVEL) == (c.TEST_COPY_LEVEL, c.TEST_SIMILAR_LEVEL)
     assert needed(c.TEST_COPY_LEVEL) <= c.TEST_QUERIES
+
+
+def test_rare_but_weak_is_not_evidence() -> None:
+    # a null whose MiniLM never passes 0.6: 0.7 beats it, but stays under the prior similar cut (0.75)
+    rows = [tops([({"minilm": 0.3 + 0.3 * i / 3000, "copied_words": 2.0}, frozenset(),
+                   combine({"minilm": 0.3 + 0.3 * i / 3000, "copied_words": 2.0}))]) for i in range(3000)]
+    null = NullModel.from_rows(INFO, Levels(0.001, 0.01), rows)
+    j = judge(null, minilm=0.7, copied_words=2.0)
+    assert j.fpr_upper <= 0.001 and j.verdict == "unrelated" and "but weak" in j.reason
+    assert judge(null, minilm=0.8, copied_words=2.0).verdict == "similar"
