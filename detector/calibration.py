@@ -267,17 +267,9 @@ def edit_image(image: Image.Image, edit: str, rng: np.random.Generator) -> Image
             f = float(rng.uniform(0.6, 0.95))
             out = out.resize((max(8, round(out.width * f)), max(8, round(out.height * f))),
                              Image.Resampling.BILINEAR)
-            buf = io.BytesIO()
-            out.save(buf, "JPEG", quality=int(rng.integers(50, 90)))
-            buf.seek(0)
-            with Image.open(buf) as im:
-                out = im.convert("RGB")
+            out = _jpeg(out, int(rng.integers(50, 90)))
         elif step == "recompress":
-            buf = io.BytesIO()
-            out.save(buf, "JPEG", quality=int(rng.integers(25, 60)))
-            buf.seek(0)
-            with Image.open(buf) as im:
-                out = im.convert("RGB")
+            out = _jpeg(out, int(rng.integers(25, 60)))
         elif step == "downscale":
             f = float(rng.uniform(0.3, 0.6))
             out = out.resize((max(8, round(out.width * f)), max(8, round(out.height * f))),
@@ -285,6 +277,15 @@ def edit_image(image: Image.Image, edit: str, rng: np.random.Generator) -> Image
         elif step != "as is":
             raise ValueError(f"unknown image edit {step!r}")
     return out
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """*image* saved as a JPEG of *quality* and read back."""
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return im.convert("RGB")
 
 
 def _crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
