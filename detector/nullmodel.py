@@ -79,7 +79,7 @@ def upper_bound(k: int, n: int, confidence: float = config.FPR_CONFIDENCE) -> fl
         return 1.0
     if k >= n:
         return 1.0
-    from scipy.stats import beta  # scipy comes with sentence-transformers
+    from scipy.stats import beta  # imported here: scipy.stats is slow to import and few calls need it
 
     return float(beta.ppf(confidence, k + 1, n - k))
 
@@ -267,9 +267,12 @@ def without_null(values: Mapping[str, float | None], unreliable: frozenset[str],
     return Judgement(verdict, reason, None, None, 0, carrier, None)
 
 
+_ORDER = {name: k for k, name in enumerate(signals.REGISTRY)}
+
+
 def _order(column: str) -> int:
-    names = list(signals.REGISTRY)
-    return names.index(column) if column in names else len(names)
+    """Declaration order of a column (the prior score last): ties between tails go to the first."""
+    return _ORDER.get(column, len(_ORDER))
 
 
 def _copy_column(column: str, values: Mapping[str, float | None], score: float) -> bool:
