@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from detector import config
+from detector import config, safejson
 from detector.errors import Factor4Error, InputError
 from detector.progress import progress
 
@@ -111,10 +111,7 @@ def _context(raw: dict[str, Any], line: int) -> dict[str, Any]:
 
 def parse_line(raw_line: str, line: int, base: Path) -> OutputRecord:
     """One manifest line as a record; InputError naming the line and what is wrong."""
-    try:
-        raw = json.loads(raw_line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"line {line}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    raw = safejson.loads(raw_line, f"line {line}")  # JsonLimitError (an InputError) names the line
     if not isinstance(raw, dict):
         raise InputError(f"line {line}: must be a JSON object, got {type(raw).__name__}")
     has_output, has_text = raw.get("output") is not None, raw.get("text") is not None

@@ -45,6 +45,29 @@ MIN_IMAGE_SIDE = 8
 ALPHA_BACKGROUND = (255, 255, 255)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 TEXT_EXTENSIONS = (".txt", ".md")
+#: Formats refused wherever an input is read (CLI, library, every route), whatever the file is
+#: called: vector and scriptable documents, which can carry scripts, external references and
+#: unbounded rendering work. Their content is recognised too (see detector.filetypes).
+REFUSED_EXTENSIONS = (".svg", ".svgz", ".pdf", ".ps", ".eps", ".ai", ".xml", ".html", ".htm", ".xhtml")
+
+# --- JSON from users (bodies, form fields, manifest lines, sidecars; see detector.safejson) ----
+#: Deepest nesting of arrays and objects.
+JSON_MAX_DEPTH = 32
+#: Most keys in one object, and most items in one array.
+JSON_MAX_KEYS = 10_000
+JSON_MAX_ITEMS = 100_000
+#: Longest string (key or value), in characters; a text scanned as JSON is limited by the
+#: service's max_text_chars instead, when that is larger.
+JSON_MAX_STRING = 1_000_000
+#: Largest document, in bytes (a manifest line; a service body is also held to max_request_bytes).
+JSON_MAX_BYTES = 8 * 1024 * 1024
+#: Integers must lie within +-(2**64 - 1); larger ones are refused (no float may be infinite or NaN).
+JSON_MAX_INT_BITS = 64
+#: Longest metadata field (title, creator, licence, source_url, extra fields), in characters.
+META_MAX_CHARS = 10_000
+#: Largest page offset a listing accepts (works, batches): far past any collection, far inside
+#: SQLite's 64-bit integers.
+MAX_OFFSET = 10**12
 
 # --- text segmentation ---------------------------------------------------------------------
 #: A passage is this many words; consecutive passages overlap by PASSAGE_OVERLAP words.

@@ -240,8 +240,9 @@ class Detector:
     def works(self, name: str, limit: int | None = None, offset: int = 0) -> list[WorkRecord]:
         """The works of collection *name*, oldest first: *limit* of them from *offset* (all
         when *limit* is None)."""
-        if (limit is not None and limit < 0) or offset < 0:
-            raise InputError(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
+        if (limit is not None and not 0 <= limit <= config.MAX_OFFSET) or not 0 <= offset <= config.MAX_OFFSET:
+            raise InputError(f"limit and offset must lie in 0..{config.MAX_OFFSET} (got limit={limit}, "
+                             f"offset={offset})")
         with self._reading(name) as (coll, _):
             return coll.works(limit=limit, offset=offset)
 

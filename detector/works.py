@@ -27,7 +27,7 @@ import charset_normalizer
 import numpy as np
 from PIL import Image, ImageOps
 
-from detector import config
+from detector import config, safejson
 from detector.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -105,25 +105,68 @@ def read_item(
 ) -> Item:
     """Read a work or an output from *path*, or from *data* named *name*, as an image or a text.
 
-    The type follows the extension; with *data* (or a path without extension) and no known
-    extension the bytes are sniffed. Raises `InputError` for anything not safely readable.
+    What it is comes from `classify` (the extension, then the bytes). Raises `InputError` for
+    anything not safely readable or refused.
     """
     if (path is None) == (data is None):
         raise TypeError("read_item takes exactly one of path or data")
     if path is not None:
         label = os.fsdecode(path)
+        check_name(label)
         raw = _read_file(Path(label), label)
-        ext = Path(label).suffix.lower()
-        if (kind := _KINDS.get(ext)) is None and ext:
-            raise InputError(f"{label}: unsupported file type '{ext}'; factor4 reads {_READS}")
     else:
         label = name or "<data>"
         raw = bytes(data)  # type: ignore[arg-type]
         _check_size(len(raw), label)
-        kind = _KINDS.get(Path(label).suffix.lower())
-    if kind is None:
-        kind = _sniff(raw, label)
+    kind = classify(raw, label)
     return _load_image(raw, label) if kind == "image" else _load_text(raw, label)
+
+
+def _refused(label: str, what: str) -> InputError:
+    return InputError(f"{label}: {what} files are refused (vector and scriptable formats can carry scripts and "
+                      f"external references); export it as PNG or JPEG, or its text as .txt; factor4 reads {_READS}")
+
+
+def check_name(label: str) -> None:
+    """Refuse, by its name alone, a file factor4 will not read: a refused format, or an
+    extension it does not know. Names without an extension pass (their bytes decide)."""
+    ext = Path(label).suffix.lower()
+    if ext in config.REFUSED_EXTENSIONS:
+        raise _refused(label, ext.lstrip(".").upper())
+    if ext and ext not in _KINDS:
+        raise InputError(f"{label}: unsupported file type '{ext}'; factor4 reads {_READS}")
+
+
+def _refused_content(raw: bytes) -> str | None:
+    """The refused format the bytes are, by their signature, if any."""
+    head = raw[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"%pdf-"):
+        return "PDF"
+    if head.startswith(b"%!ps") or raw.startswith(b"\xc5\xd0\xd3\xc6"):
+        return "PostScript"
+    if head.startswith(b"\x1f\x8b"):
+        return "compressed (gzip, e.g. SVGZ)"
+    if head.startswith(b"<") and (b"<svg" in head or b"<!doctype svg" in head):
+        return "SVG"
+    if head.startswith((b"<!doctype html", b"<html", b"<script")):
+        return "HTML"
+    if head.startswith(b"<?xml"):
+        return "XML"
+    return None
+
+
+def classify(raw: bytes, label: str) -> Modality:
+    """What an input is: "image" or "text", or an InputError saying why it is refused.
+
+    The one decision for every way in (paths, uploads to any route, manifests): the name's
+    extension when it has one (refused formats and unknown extensions are refused), and always
+    the content, so an SVG, PDF, PostScript or HTML document is refused whatever it is called.
+    """
+    check_name(label)
+    if (what := _refused_content(raw)) is not None:
+        raise _refused(label, what)
+    kind = _KINDS.get(Path(label).suffix.lower())
+    return kind if kind is not None else _sniff(raw, label)
 
 
 def text_item(text: str, name: str = "<text>") -> TextItem:
@@ -432,28 +475,53 @@ def read_metadata(path: str | os.PathLike[str]) -> MetadataTable:
     return MetadataTable(Path(label), entries)
 
 
-def _meta_value(value: object) -> str | None:
+_META_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _meta_value(value: object, where: str) -> str | None:
+    """One metadata value as stripped text (None when empty): numbers and nested values as
+    JSON; longer than META_MAX_CHARS, or holding control characters, is an InputError."""
     if value is not None and not isinstance(value, str):
         nested = isinstance(value, (dict, list, bool))
         value = json.dumps(value, ensure_ascii=False) if nested else str(value)
-    return (value or "").strip() or None
+    text = (value or "").strip()
+    if len(text) > config.META_MAX_CHARS:
+        raise InputError(f"{where}: {len(text)} characters exceed the limit of META_MAX_CHARS = "
+                         f"{config.META_MAX_CHARS}; shorten it")
+    if _META_CONTROLS.search(text):
+        raise InputError(f"{where}: holds control characters; send plain text")
+    return text or None
+
+
+def meta_fields(fields: Mapping[str, object], where: str) -> dict[str, Any]:
+    """Fields of one metadata entry (a sidecar row, an upload's `meta`) as keyword arguments of
+    `WorkMeta` plus "file" when given: canonical keys (path -> file, license -> licence, url ->
+    source_url) and the rest in "extra", each value checked by the same rules."""
+    if not isinstance(fields, Mapping):
+        raise InputError(f"{where}: metadata must be an object of title, creator, licence, source_url "
+                         "(and other string fields)")
+    known: dict[str, str | None] = {}
+    extra: dict[str, str] = {}
+    for key, value in fields.items():
+        key = str(key)
+        if len(key) > 200 or _META_CONTROLS.search(key):
+            raise InputError(f"{where}: a field name is longer than 200 characters or holds control characters")
+        canonical = _META_KEYS.get(key.strip().lower())
+        if canonical in known:
+            raise InputError(f"{where}: '{key}' repeats the {canonical} field; keep one")
+        if canonical:
+            known[canonical] = _meta_value(value, f"{where}: {key!r}")
+        elif key.strip() and (text := _meta_value(value, f"{where}: {key!r}")) is not None:
+            extra[key.strip()] = text
+    return {**known, "extra": extra}
 
 
 def _meta_entry(fields: Mapping[str, object], label: str, where: str) -> tuple[str, WorkMeta]:
     """(file as written, WorkMeta) from one row or object of a sidecar."""
-    known: dict[str, str | None] = {}
-    extra: dict[str, str] = {}
-    for key, value in fields.items():
-        canonical = _META_KEYS.get(key.strip().lower())
-        if canonical in known:
-            raise InputError(f"{label}: {where}: '{key}' repeats the {canonical} field; keep one")
-        if canonical:
-            known[canonical] = _meta_value(value)
-        elif key.strip() and (text := _meta_value(value)) is not None:
-            extra[key.strip()] = text
+    known = meta_fields(fields, f"{label}: {where}")
     if not (file := known.pop("file", None)):
         raise InputError(f"{label}: {where} has no file (or path) value; add the work's file name")
-    return file, WorkMeta(**known, extra=extra)
+    return file, WorkMeta(**known)
 
 
 def _csv_rows(text: str, label: str) -> list[tuple[str, dict[str, str]]]:
@@ -476,10 +544,7 @@ def _csv_rows(text: str, label: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def _json_rows(text: str, label: str) -> list[tuple[str, Mapping[str, object]]]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); fix it") from exc
+    doc = safejson.loads(text, label)  # JsonLimitError (an InputError): what is wrong, where
     if isinstance(doc, list) and all(isinstance(obj, dict) for obj in doc):
         return [(f"entry {i}", obj) for i, obj in enumerate(doc, 1)]
     if isinstance(doc, dict) and all(isinstance(obj, dict) for obj in doc.values()):

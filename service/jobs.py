@@ -116,7 +116,7 @@ def _records_from_upload(files: list[tuple[str, bytes]], manifest: bytes | None,
                 records.append(Skipped(n, str(exc)))
                 continue
             if rec.path is not None:
-                given = json.loads(raw)["output"]
+                given = json.loads(raw)["output"]  # parse_line accepted it within the limits
                 safe = names.get(given)
                 if safe is None:
                     records.append(Skipped(n, f"line {n}: 'output' {given!r} is not one of the uploaded files "

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector import __version__, config
 from detector.batch import trim_heap
+from detector.safejson import JsonLimitError
 from detector.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -27,10 +28,11 @@ from detector.errors import (
     StorageError,
 )
 from service.access import Detectors
+from service.encoders import EncoderCatalog
 from service.errors import InternalErrors, ServiceError
 from service.jobs import Jobs
 from service.limits import BodyLimit, RateLimiter, limit_malloc_arenas
-from service.routers import batches, collections, health, scan, web, works
+from service.routers import batches, collections, encoders, health, scan, web, works
 from service.settings import Settings
 from service.tenancy import KeyNotFound, Tenancy
 from service.uploads import remove_stale_staging
@@ -42,6 +44,7 @@ ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
     (CollectionNotFound, 404, "collection_not_found"),
     (CollectionExists, 409, "collection_exists"),
     (StorageError, 500, "storage_error"),
+    (JsonLimitError, 422, "invalid_json"),
     (InputError, 422, "bad_input"),
     (EncoderMismatch, 409, "encoder_mismatch"),
     (EncoderError, 422, "bad_encoder"),
@@ -91,9 +94,10 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
     app.state.settings = settings
     app.state.home = root
     app.state.rate_limiter = RateLimiter(settings.rate_per_second, settings.rate_burst)
+    app.state.encoders = EncoderCatalog.from_settings(settings)  # a bad registration stops the start here
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(InternalErrors)  # outermost of ours: BodyLimit's own refusal passes through it
-    for module in (health, collections, works, scan, batches, web):
+    for module in (health, encoders, collections, works, scan, batches, web):
         app.include_router(module.router)
 
     # server paths in library messages (collections' folders, staged uploads) are not shown

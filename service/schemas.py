@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from indexes.records import NAME_RE
 
 
-class TextScanRequest(BaseModel):
-    text: str = Field(min_length=1, description="the AI output to scan")
-    name: str = Field("<text>", max_length=300, description="a name for the output in the result")
+class RequestBody(BaseModel):
+    """A request body: strict types (a flag is true or false, never "yes" or 1; a string is a
+    string), and no fields beyond those documented."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class TextScanRequest(RequestBody):
+    text: StrictStr = Field(min_length=1, description="the AI output to scan (at most max_text_chars characters)")
+    name: StrictStr = Field("<text>", min_length=1, max_length=300, description="a name for the output in the result")
 
 
 class WorkOut(BaseModel):
@@ -104,16 +111,28 @@ class VersionOut(BaseModel):
     packages: dict[str, str | None] = Field(description="installed versions (null = not installed)")
 
 
-class CollectionCreate(BaseModel):
-    name: str = Field(pattern=NAME_RE.pattern,
-                      description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
-    encoders: list[str] | None = Field(None, min_length=1,
-                                       description="encoder specs (default: sscd, pdq, minilm, shingles)")
-    public: bool = Field(False, description="any tenant may scan it (only you may change it)")
+EncoderName = Annotated[StrictStr, Field(min_length=1, max_length=300)]
 
 
-class CollectionPatch(BaseModel):
-    public: bool
+class CollectionCreate(RequestBody):
+    name: StrictStr = Field(pattern=NAME_RE.pattern, max_length=64,
+                            description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    encoders: list[EncoderName] | None = Field(
+        None, min_length=1, max_length=16,
+        description="encoder names, from those this service offers (GET /encoders); default: sscd, pdq, minilm, "
+                    "shingles")
+    public: StrictBool = Field(False, description="any tenant may scan it (only you may change it)")
+
+
+class CollectionPatch(RequestBody):
+    public: StrictBool = Field(description="true: any tenant may scan it; false: only you")
+
+
+class EncoderOut(BaseModel):
+    name: str = Field(description="what to write in a collection's encoders")
+    modality: Literal["image", "text"]
+    kind: Literal["encoder", "fingerprint"]
+    description: str
 
 
 class CollectionOut(BaseModel):

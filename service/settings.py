@@ -37,3 +37,7 @@ class Settings(BaseSettings):
     #: Requests per second per API key, sustained, and the burst allowed (429 rate_limited).
     rate_per_second: float = Field(10.0, gt=0)
     rate_burst: int = Field(20, gt=0)
+    #: Encoders tenants may name besides the built-in ones, name -> spec (JSON in
+    #: FACTOR4_ENCODERS), and a TOML file whose [encoders] table adds more (see service.encoders).
+    encoders: dict[str, str] = Field(default_factory=dict)
+    encoders_file: str | None = None

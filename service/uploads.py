@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from detector import config
 from detector.errors import InputError
-from detector.works import Item, MetadataTable, WorkMeta, read_item
+from detector.works import Item, MetadataTable, WorkMeta, meta_fields, read_item
 from service.errors import ServiceError
 from service.settings import Settings
 
@@ -103,12 +103,16 @@ def safe_name(filename: str | None, i: int) -> str:
 
 
 def work_meta(fields: Mapping[str, Any], where: str) -> WorkMeta:
-    if not isinstance(fields, Mapping):
-        raise ServiceError(422, "bad_metadata", f"{where}: metadata must be an object of "
-                           f"{', '.join(META_FIELDS)} (and other string fields)")
-    known = {k: (str(fields[k]).strip() or None) if fields.get(k) is not None else None for k in META_FIELDS}
-    extra = {str(k): str(v) for k, v in fields.items() if k not in META_FIELDS and v is not None}
-    return WorkMeta(**known, extra=extra)
+    """An upload's metadata, by the sidecars' rules (`detector.works.meta_fields`); 422
+    `bad_metadata` saying what is wrong."""
+    try:
+        known = meta_fields(fields, where)
+    except InputError as exc:
+        raise ServiceError(422, "bad_metadata", str(exc)) from exc
+    if known.pop("file", None) is not None:
+        raise ServiceError(422, "bad_metadata", f"{where}: 'file' (or 'path') is not a metadata field here: the "
+                           "upload's file name says which work it describes")
+    return WorkMeta(**known)
 
 
 class Staging:

@@ -270,7 +270,7 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(world: World
         assert r.status_code == 401, (method, r.text)
     b = bearer(world.keys["bob"])  # with a key, the body is checked as before
     r = world.client.post("/collections", content=b'{"name": ', headers={**b, "content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["error"] == "invalid_request" and "body" in r.json()["message"]
+    assert r.status_code == 422 and r.json()["error"] == "invalid_json" and "body" in r.json()["message"]
     r = world.client.patch("/collections/art", json={"public": True}, headers=b)  # alice's: as if missing
     assert r.status_code == 404
 

@@ -192,7 +192,7 @@ def _requests(endpoint: str) -> list[tuple[str, dict, int, str, tuple[str, ...]]
              {"files": [("file", ok_text), ("file", ("big.txt", b"word " * (MAX_UPLOAD // 5 + 1), "text/plain"))]},
              413, "too_large", ("big.txt",)),
             ("metadata that is not JSON", {"files": {"file": ok_text}, "data": {"meta": "{not json"}},
-             422, "bad_metadata", ("'meta'", "not JSON")),
+             422, "invalid_json", ("'meta'", "not valid JSON")),
             ("metadata naming another file", {"files": {"file": ok_text}, "data": {"meta": '{"other.txt": {}}'}},
              422, "bad_metadata", ("other.txt",)),
         ]

@@ -161,7 +161,7 @@ def test_duplicate_and_bad_collections(client: TestClient, keys: dict[str, str],
     r = client.post("/collections", json={"name": "../etc"}, headers=a)
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
     r = client.post("/collections", json={"name": "x", "encoders": ["nope"]}, headers=a)
-    assert r.status_code == 422 and r.json()["error"] == "bad_encoder"
+    assert r.status_code == 422 and r.json()["error"] == "unknown_encoder" and "GET /encoders" in r.json()["message"]
     # bob may use the same name: his own namespace
     b = bearer(keys["bob"])
     r = client.post("/collections", json={"name": "art", "encoders": ["pdq"]}, headers=b)

@@ -214,8 +214,11 @@ def test_too_large(monkeypatch):
 
 def test_unsupported_extension(tmp_path):
     (tmp_path / "paper.pdf").write_bytes(b"%PDF-1.4 whatever")
-    with pytest.raises(InputError, match=r"paper.pdf: unsupported file type '\.pdf'; factor4 reads .*\.jpg.*\.md"):
+    with pytest.raises(InputError, match=r"paper.pdf: PDF files are refused .*factor4 reads .*\.jpg.*\.md"):
         read_item(tmp_path / "paper.pdf")
+    (tmp_path / "notes.doc").write_bytes(b"some words")
+    with pytest.raises(InputError, match=r"notes.doc: unsupported file type '\.doc'; factor4 reads .*\.jpg.*\.md"):
+        read_item(tmp_path / "notes.doc")
 
 
 def test_exactly_one_of_path_and_data(tmp_path):
@@ -237,7 +240,9 @@ def test_sniffing_without_extension():
     buf = io.BytesIO()
     _gradient().save(buf, "WEBP")
     assert read_item(data=buf.getvalue()).format == "WEBP"
-    assert read_item(data=buf.getvalue(), name="blob.bin").modality == "image"
+    assert read_item(data=buf.getvalue(), name="blob").modality == "image"
+    with pytest.raises(InputError, match=r"blob.bin: unsupported file type '\.bin'"):  # as a path would be
+        read_item(data=buf.getvalue(), name="blob.bin")
     text = read_item(data=b"plain words here", name="upload")
     assert isinstance(text, TextItem) and text.name == "upload"
     with pytest.raises(InputError, match="blob: unsupported file type"):
@@ -423,7 +428,7 @@ def test_read_metadata_json_list_and_mapping(tmp_path):
         ("m.csv", "file,title\n,Nameless\n", "line 2 has no file"),
         ("m.csv", "file,title\na.jpg,A\na.jpg,B\n", "listed twice"),
         ("m.csv", "file,path\na.jpg,b.jpg\n", "repeats the file field"),
-        ("m.json", '[{"file": "a.jpg",}]', "invalid JSON at line 1 column"),
+        ("m.json", '[{"file": "a.jpg",}]', "not valid JSON .Expecting property name enclosed in double quotes at line 1 column"),
         ("m.json", '{"a.jpg": "not an object"}', "JSON must be"),
         ("m.json", '[{"title": "no file"}]', "entry 1 has no file"),
         ("m.json", "42", "JSON must be"),

@@ -8,14 +8,12 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detector.works import text_item
 from service.access import CollectionRef, public
-from service.deps import DetectorsDep, HomeDep, OwnCollectionDep, PrincipalDep, SettingsDep, TenancyDep
+from service.deps import DetectorsDep, HomeDep, OwnCollectionDep, PrincipalDep, SettingsDep, TenancyDep, parse_body
 from service.errors import ServiceError
 from service.schemas import ErrorOut, ScanOut, TextScanRequest
 from service.settings import Settings
@@ -56,10 +54,7 @@ async def _scan(request: Request, coll: CollectionRef, settings: Settings, home:
         data = await read_upload(upload, settings)
         item = await run_in_threadpool(item_from_upload, data, upload.filename or "upload", settings)
     elif ctype.startswith("application/json"):
-        try:
-            body = TextScanRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from exc
+        body = parse_body(TextScanRequest, await request.body(), settings)
         if len(body.text) > settings.max_text_chars:
             raise ServiceError(422, "text_too_long", f"text of {len(body.text)} characters exceeds max_text_chars = "
                                f"{settings.max_text_chars} (FACTOR4_MAX_TEXT_CHARS); split it")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,13 +9,15 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from detector import config
 from detector.errors import CollectionError
 from detector.results import WorkRef
 from indexes import WorkRecord
 from service.access import CollectionRef
-from service.deps import HomeDep, OwnCollectionDep, SettingsDep
+from service.deps import HomeDep, OwnCollectionDep, SettingsDep, read_json
 from service.errors import ServiceError
 from service.schemas import AddReportOut, ErrorOut, WorkOut
+from service.settings import Settings
 from service.uploads import META_FIELDS, check_pixels, multipart_uploads, read_upload, scrub, staging, work_meta
 
 #: Works per page of GET .../works by default, and at most.
@@ -43,15 +44,12 @@ def _work_out(ref: WorkRef, home: Path) -> dict:
     return scrub(ref.to_dict(), home)
 
 
-def _parse_meta(form: FormData, uploads: list[UploadFile]) -> dict[str, dict]:
+def _parse_meta(form: FormData, uploads: list[UploadFile], settings: Settings) -> dict[str, dict]:
     """Metadata per upload file name: fields for a single file, or the JSON `meta` mapping."""
     by_name: dict[str, dict] = {}
     raw = form.get("meta")
     if isinstance(raw, str) and raw.strip():
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ServiceError(422, "bad_metadata", f"field 'meta' is not JSON ({exc.msg} at {exc.pos})") from exc
+        parsed = read_json(raw, "field 'meta'", settings)
         if not isinstance(parsed, dict):
             raise ServiceError(422, "bad_metadata", "field 'meta' must map file names to objects of "
                                + ", ".join(META_FIELDS))
@@ -83,7 +81,7 @@ async def add_works(request: Request, coll: OwnCollectionDep, settings: Settings
                                             "one or more 'file' fields")
     if not uploads:
         raise ServiceError(422, "invalid_request", "send the works as multipart field(s) named 'file'")
-    meta = _parse_meta(form, uploads)
+    meta = _parse_meta(form, uploads, settings)
     files = [(u.filename, await read_upload(u, settings)) for u in uploads]
     for filename, data in files:
         await run_in_threadpool(check_pixels, data, filename or "upload", settings)
@@ -102,7 +100,7 @@ async def add_works(request: Request, coll: OwnCollectionDep, settings: Settings
 @router.get("", response_model=list[WorkOut])
 async def list_works(coll: OwnCollectionDep, home: HomeDep, response: Response,
                      limit: Annotated[int, Query(ge=1, le=WORKS_PAGE_MAX)] = WORKS_PAGE,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+                     offset: Annotated[int, Query(ge=0, le=config.MAX_OFFSET)] = 0) -> list[dict]:
     """The works, oldest first, a page at a time: *limit* from *offset*. The `X-Total-Count`
     header gives how many there are; a `Link: <...>; rel="next"` header the next page."""
     works = await run_in_threadpool(coll.det.works, coll.name, limit, offset)
