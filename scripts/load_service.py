@@ -20,6 +20,15 @@ requests in all), each picking an operation at random:
   uploads, texts as JSON;
 - list the collection's works.
 
+With `--hostile K` (default 2), K more clients, as another tenant, send hostile requests during
+the middle third of the load (the hostile phase): deeply nested JSON in a body, a `meta` field
+and a manifest line; numbers past 2**63 and non-finite ones; strings for flags; encoder specs
+naming server paths (the collection's own folder, a missing file) and URLs; SVG and PDF
+uploads to scan and to works; the first tenant's collection by name. Each must get a 4xx (a 5xx
+or a broken connection is a hostile-phase error). The report gives the well-behaved clients'
+errors and the server's RSS before, during (peak) and after the hostile phase (goals: no
+errors, RSS within 20 % of before).
+
 The collection keeps its size: after each upload, the client removes (DELETE) the oldest
 derived work of the same modality (a preloaded one first), so the number of image works and of
 text works stays what the preload made, and scans are not slowed by recalibrations. The
@@ -93,6 +102,8 @@ log = logging.getLogger("load_service")
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "load"
 COLLECTION = "load"
+HOSTILE_TENANT = "mallory"
+HOSTILE_COLLECTION = "mal"
 #: Operations and how often clients pick each (weights).
 MIX = {
     "upload_image": 0.15,
@@ -364,6 +375,8 @@ class Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    #: (start, end) of the hostile phase, seconds since the load started
+    hostile: tuple[float, float] = (0.0, 0.0)
 
     def take(self) -> bool:
         with self.lock:
@@ -445,6 +458,68 @@ def client(i: int, url: str, key: str, factory: Factory, shared: Shared, seed: i
                 call(op, lambda: c.get(base + "/works"), lambda r: isinstance(r.json(), list))
 
 
+_SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def hostile_requests(path_there: Path) -> dict[str, Callable[[httpx.Client], httpx.Response]]:
+    """The hostile requests, by kind: each must be answered with a 4xx. *path_there* is a file
+    that exists on the server (the first tenant's catalog)."""
+    victim = f"/public/{TENANT}/{COLLECTION}"
+    return {
+        "deep_json_body": lambda c: c.post(f"/collections/{HOSTILE_COLLECTION}/scan",
+                                           content=('{"text": ' + _DEEP + "}").encode(),
+                                           headers={"content-type": "application/json"}),
+        "deep_meta_field": lambda c: c.post(f"/collections/{HOSTILE_COLLECTION}/works",
+                                            files={"file": ("a.txt", b"a few words")},
+                                            data={"meta": '{"a.txt": {"title": ' + _DEEP + "}}"}),
+        "deep_manifest_line": lambda c: c.post(f"/collections/{HOSTILE_COLLECTION}/batches", files={
+            "manifest": ("m.jsonl", ('{"text": "words", "model": ' + _DEEP + "}
+").encode())}),
+        "huge_offset": lambda c: c.get(f"/collections/{HOSTILE_COLLECTION}/works", params={"offset": str(2**63 + 1)}),
+        "nan_and_huge_ints": lambda c: c.post(f"/collections/{HOSTILE_COLLECTION}/scan",
+                                              content=b'{"text": NaN, "name": ' + b"9" * 5000 + b"}",
+                                              headers={"content-type": "application/json"}),
+        "string_flag": lambda c: c.patch(f"/collections/{HOSTILE_COLLECTION}", json={"public": "yes"}),
+        "server_path_exists": lambda c: c.post("/collections", json={"name": "probe",
+                                                                     "encoders": [f"clip:ViT-B-32/{path_there}"]}),
+        "server_path_missing": lambda c: c.post("/collections", json={"name": "probe",
+                                                                      "encoders": ["clip:ViT-B-32//no/such.pt"]}),
+        "url_encoder": lambda c: c.post("/collections", json={"name": "probe",
+                                                              "encoders": ["clip:ViT-B-32/https://x.org/w.pt"]}),
+        "svg_scan": lambda c: c.post(f"/collections/{HOSTILE_COLLECTION}/scan", files={"file": ("x.png", _SVG)}),
+        "svg_work": lambda c: c.post(f"/collections/{HOSTILE_COLLECTION}/works", files={"file": ("x.svg", _SVG)}),
+        "pdf_scan": lambda c: c.post(f"/collections/{HOSTILE_COLLECTION}/scan", files={"file": ("x", b"%PDF-1.7 a")}),
+        "other_tenant": lambda c: c.delete(f"/collections/{COLLECTION}"),  # mallory's namespace: not there
+        "other_tenant_public": lambda c: c.post(victim + "/scan", json={"text": "a few words", "extra": 1}),
+    }
+
+
+def hostile_client(i: int, url: str, key: str, path_there: Path, shared: Shared, seed: int, timeout: float) -> None:
+    """Between shared.hostile's start and end, send hostile requests back to back."""
+    rng = random.Random(f"{seed}-hostile-{i}")
+    kinds = hostile_requests(path_there)
+    start, end = shared.hostile
+    while time.monotonic() - shared.t0 < start:
+        if shared.stop.wait(0.5):
+            return
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout,
+                      trust_env=False) as c:
+        while time.monotonic() - shared.t0 < end and not shared.stop.is_set():
+            kind = rng.choice(sorted(kinds))
+            t = time.monotonic()
+            try:
+                r = kinds[kind](c)
+                status, ok, detail = str(r.status_code), 400 <= r.status_code < 500, r.text[:300]
+            except httpx.HTTPError as exc:
+                status, ok, detail = type(exc).__name__, False, repr(exc)
+            with shared.lock:
+                shared.calls.append(Call(f"hostile:{kind}", t - shared.t0, time.monotonic() - t, status, ok,
+                                         client=-1 - i, detail="" if ok else detail))
+            if not ok:
+                log.warning("hostile client %d: %s -> %s: %s", i, kind, status, detail)
+
+
 @dataclass
 class Sample:
     t: float
@@ -498,6 +573,8 @@ def ms(x: float) -> str:
 def report(env: dict, calls: list[Call], samples: list[Sample], load_s: float, facts: dict) -> str:
     p = bench_text_scale.pct
     lines = [f"Run of {env['date']} ({env['git']}; {env['machine']}); `{env['command']}`.", ""]
+    hostile = [c for c in calls if c.op.startswith("hostile:")]
+    calls = [c for c in calls if not c.op.startswith("hostile:")]
     lines.append(f"Load: {facts['clients']} clients for {load_s / 60:.1f} minutes, {len(calls):,} requests "
                  f"({len(calls) / load_s:.1f} per second); other processes used {facts['others']:.2f} cores on "
                  f"average meanwhile" + (f" (most: {'; '.join(facts['others_top'][:3])})" if facts["others_top"]
@@ -578,7 +655,40 @@ def report(env: dict, calls: list[Call], samples: list[Sample], load_s: float, f
                                 f"{win[-1].rss:,.0f}", str(win[-1].works)])
         lines += ["Per minute:", ""] + bench_text_scale.md_table(
             ["minute", "requests", "errors", "p50 ms", "p99 ms", "RSS at its end, MiB", "works"], per_min)
+        if hostile:
+            lines += [""] + hostile_section(calls, hostile, load, facts["hostile_window"], load_s)
     return "\n".join(lines) + "\n"
+
+
+def hostile_section(calls: list[Call], hostile: list[Call], load: list[Sample], window: tuple[float, float],
+                    load_s: float) -> list[str]:
+    """Well-behaved clients' errors and the server's RSS before, during and after the hostile
+    phase; the hostile requests' answers by kind."""
+    start, end = window
+    phases = {"before": (0.0, start), "during (hostile)": (start, end), "after": (end, load_s + 5)}
+    rows = []
+    rss_before = None
+    for name, (lo, hi) in phases.items():
+        cs = [c for c in calls if lo <= c.t < hi]
+        ss = [s.rss for s in load if lo <= s.t < hi] or [float("nan")]
+        if name == "before":
+            rss_before = ss[-1]
+        shown = f"{max(ss):,.0f} (peak)" if name.startswith("during") else f"{ss[-1]:,.0f} (at its end)"
+        ratio = (max(ss) if name.startswith("during") else ss[-1]) / rss_before if rss_before else float("nan")
+        rows.append([name, f"{lo / 60:.1f}-{min(hi, load_s) / 60:.1f}", f"{len(cs):,}", str(sum(not c.ok for c in cs)),
+                     shown, f"{ratio:.2f}"])
+    out = [f"Hostile phase: {len(hostile):,} hostile requests from another tenant between {start / 60:.1f} and "
+           f"{end / 60:.1f} min, mixed into the load; {sum(not c.ok for c in hostile)} of them answered with "
+           "other than a 4xx.", ""]
+    out += bench_text_scale.md_table(["phase", "minutes", "well-behaved requests", "their errors",
+                                      "server RSS, MiB", "RSS / before"], rows)
+    by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for c in hostile:
+        by_kind[c.op.removeprefix("hostile:")][c.status] += 1
+    out += ["", "Hostile requests by kind (status: count):", ""]
+    out += bench_text_scale.md_table(["kind", "answers"], [[k, ", ".join(f"{s}: {n}" for s, n in sorted(v.items()))]
+                                                          for k, v in sorted(by_kind.items())])
+    return out
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -625,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="before the load, wait up to this long for other processes to use under "
                          f"{bench_text_scale.QUIET_CORES} cores (default 0: do not wait)")
+    ap.add_argument("--hostile", type=int, default=2,
+                    help="clients sending hostile requests in the middle third of the load (default %(default)s; "
+                         "0: none)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report (markdown) to this file")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = ap.parse_args(argv)
@@ -654,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tenancy = Tenancy(home)
     keys = [tenancy.create_key(TENANT) for _ in range(args.clients)]
+    hostile_keys = [tenancy.create_key(HOSTILE_TENANT) for _ in range(args.hostile)]
     port = args.port or free_port(host)
     server = Server(home, host, port, home / "load-service.log", args.rate, dict(args.server_env))
     samples: list[Sample] = []
@@ -673,6 +787,15 @@ def main(argv: list[str] | None = None) -> int:
         if r.status_code != 201:
             raise SystemExit(f"load_service: could not create the collection: {r.status_code} {r.text}")
         log.info("collection created in %.1f s (models loaded)", time.perf_counter() - t)
+        if hostile_keys:
+            mal = {"Authorization": f"Bearer {hostile_keys[0].key}"}
+            httpx.delete(f"{server.url}/collections/{HOSTILE_COLLECTION}", headers=mal, timeout=60, trust_env=False)
+            r = httpx.post(server.url + "/collections", json={"name": HOSTILE_COLLECTION, "encoders": ["shingles"]},
+                           headers=mal, timeout=60, trust_env=False)
+            if r.status_code != 201:
+                raise SystemExit(f"load_service: could not create the hostile tenant's collection: {r.text}")
+            r = httpx.patch(f"{server.url}/collections/{COLLECTION}", json={"public": True}, headers=auth, timeout=60,
+                            trust_env=False)  # so the hostile tenant can reach it at /public/...
         t = time.perf_counter()
         preload(server.url, keys[0].key, works, batch=20)
         log.info("preloaded %d works in %.1f s", len(works), time.perf_counter() - t)
@@ -702,8 +825,9 @@ def main(argv: list[str] | None = None) -> int:
         catalog = Store(tenant_home(home, TENANT)).path(COLLECTION) / "catalog.sqlite"
         t0 = time.monotonic()
         keep = {m: None if args.grow else len(d) for m, d in derived.items()}
+        third = args.minutes * 60 / 3
         shared = Shared(deadline=t0 + args.minutes * 60, max_requests=args.max_requests, t0=t0, derived=derived,
-                        keep=keep)
+                        keep=keep, hostile=(third, 2 * third))
         watch = bench_text_scale.OtherLoad()
         cpu0 = server.status().get("cpu", float("nan"))
         sampling = threading.Thread(target=sampler, args=(server, catalog, samples, t0, args.sample_every,
@@ -711,6 +835,9 @@ def main(argv: list[str] | None = None) -> int:
         sampling.start()
         threads = [threading.Thread(target=client, args=(i, server.url, keys[i].key, factory, shared, args.seed,
                                                          args.timeout), daemon=True) for i in range(args.clients)]
+        threads += [threading.Thread(target=hostile_client, daemon=True,
+                                     args=(i, server.url, k.key, catalog, shared, args.seed, args.timeout))
+                    for i, k in enumerate(hostile_keys)]
         log.info("load: %d clients for %.1f minutes (at most %d requests)", args.clients, args.minutes,
                  args.max_requests)
         for th in threads:
@@ -745,9 +872,10 @@ def main(argv: list[str] | None = None) -> int:
         server_cores = (cpu1 - cpu0) / load_s
         facts = {"clients": args.clients, "others": max(0.0, others - server_cores), "others_top": top,
                  "rss_started": rss_started, "server_cores": server_cores, "preload": len(works), "keep": keep,
-                 "warm": warm, "calibrations_before": calibrations_before, "sample_every": args.sample_every}
+                 "warm": warm, "calibrations_before": calibrations_before, "sample_every": args.sample_every,
+                 "hostile_window": shared.hostile}
         text = report(env, shared.calls, samples, load_s, facts)
-        for k in keys:
+        for k in keys + hostile_keys:
             tenancy.revoke_key(k.info.id)
     finally:
         stop_sampling.set()

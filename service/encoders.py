@@ -115,6 +115,14 @@ class EncoderCatalog:
     def offered(self) -> list[Offered]:
         return list(self._by_name.values())
 
+    def preload(self) -> None:
+        """Load every offered encoder now (once per process; fingerprints need none)."""
+        from detector.encoders import load_encoder
+
+        for o in self._by_name.values():
+            if o.kind == "encoder":
+                load_encoder(o.spec)
+
     def resolve(self, names: Sequence[str]) -> list[str]:
         """The specs of the encoders *names*; 422 `unknown_encoder` for one not offered (the
         same answer for any string not offered: nothing is looked up on disk)."""

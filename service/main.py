@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
             limit_malloc_arenas(settings.malloc_arenas)
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         app.state.detectors = Detectors(root)
+        if settings.preload_encoders:
+            await run_in_threadpool(app.state.encoders.preload)
         stale = remove_stale_staging(root)
         if stale:
             log.info("removed %d staging folders of uploads a stopped server had in flight", stale)

@@ -41,3 +41,7 @@ class Settings(BaseSettings):
     #: FACTOR4_ENCODERS), and a TOML file whose [encoders] table adds more (see service.encoders).
     encoders: dict[str, str] = Field(default_factory=dict)
     encoders_file: str | None = None
+    #: Load every offered neural encoder when the service starts (memory is then what it will
+    #: be, and a registered checkpoint that cannot be loaded stops the start); otherwise each
+    #: is loaded once, by the first request that needs it.
+    preload_encoders: bool = False
