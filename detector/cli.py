@@ -10,6 +10,8 @@ import argparse
 import itertools
 import json
 import logging
+import os
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -429,13 +431,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a reader that went away shows here
+        return code
     except Factor4Error as exc:
         print(f"factor4: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("factor4: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`factor4 works NAME | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -311,7 +311,7 @@ class Detector:
                     w.commit()
                     since_commit = 0
         for f in failed:
-            log.warning("skipped %s", f.error)
+            log.info("skipped %s", f.error)  # the report lists it: callers show it once
         return AddReport(tuple(added), tuple(dups), tuple(failed))
 
     def _prepare(self, bound: BoundChannels, todo: list[tuple[Path, Item]], table: MetadataTable | None) -> Iterator:

@@ -18,6 +18,7 @@ and `run_batch` resumes a half-done one without re-scanning what it finished.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import io
 import json
@@ -152,9 +153,12 @@ def _read_records(folder: Path) -> Iterator[OutputRecord | Skipped]:
 class Jobs:
     """The batch jobs of every tenant under *home*, and the worker thread that runs them."""
 
-    def __init__(self, home: Path, detectors: Detectors) -> None:
+    def __init__(self, home: Path, detectors: Detectors, max_pending: int = 20) -> None:
         self.home = home
         self.detectors = detectors
+        #: Most batches one tenant may have queued or running (429 too_many_batches beyond).
+        self.max_pending = max_pending
+        self._pending: collections.Counter[str] = collections.Counter()
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # job.json updates
@@ -174,6 +178,7 @@ class Jobs:
                     left += [j for j in self.list(tdir.name) if j.status in ("queued", "running")]
         for job in sorted(left, key=lambda j: j.created_utc):
             log.info("batch %s of %s left %s by an earlier run: queued again", job.id, job.tenant, job.status)
+            self._pending[job.tenant] += 1
             self._queue.put((job.tenant, job.id))
         self._worker = threading.Thread(target=self._work, name="factor4-batches", daemon=True)
         self._worker.start()
@@ -197,6 +202,9 @@ class Jobs:
                 log.exception("batch %s of %s failed", job_id, tenant)
                 self._update(tenant, job_id, status="failed", finished_utc=_now(),
                              error="internal error while scanning; the service log has the details")
+            finally:
+                with self._lock:
+                    self._pending[tenant] -= 1
 
     def _run(self, tenant: str, job_id: str) -> None:
         job = self.get(tenant, job_id)
@@ -223,7 +231,24 @@ class Jobs:
     # -- the jobs -------------------------------------------------------------------------------
     def submit(self, tenant: str, ref: CollectionRef, files: list[tuple[str, bytes]], manifest: bytes | None,
                max_outputs: int) -> Job:
-        """Store a batch whole (files, records, job.json) and queue it."""
+        """Store a batch whole (files, records, job.json) and queue it; 429 `too_many_batches`
+        when the tenant already has `max_pending` batches queued or running."""
+        with self._lock:
+            if self._pending[tenant] >= self.max_pending:
+                raise ServiceError(429, "too_many_batches",
+                                   f"{self._pending[tenant]} of your batches are queued or running, the most "
+                                   f"max_pending_batches = {self.max_pending} allows (FACTOR4_MAX_PENDING_BATCHES); "
+                                   "retry when one is done", {"Retry-After": "10"})
+            self._pending[tenant] += 1
+        try:
+            return self._store(tenant, ref, files, manifest, max_outputs)
+        except BaseException:
+            with self._lock:
+                self._pending[tenant] -= 1
+            raise
+
+    def _store(self, tenant: str, ref: CollectionRef, files: list[tuple[str, bytes]], manifest: bytes | None,
+               max_outputs: int) -> Job:
         root = jobs_root(self.home, tenant)
         root.mkdir(parents=True, exist_ok=True)
         job_id = secrets.token_hex(8)

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, home: str | None = None) -> Fas
         stale = remove_stale_staging(root)
         if stale:
             log.info("removed %d staging folders of uploads a stopped server had in flight", stale)
-        app.state.jobs = Jobs(root, app.state.detectors)
+        app.state.jobs = Jobs(root, app.state.detectors, settings.max_pending_batches)
         app.state.jobs.start()
         trimmer = asyncio.create_task(_trim_every(settings.trim_seconds)) if settings.trim_seconds else None
         yield

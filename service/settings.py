@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     max_files_per_upload: int = Field(100, gt=0)
     #: Most outputs (files and manifest lines) in one batch scan (422 batch_too_large).
     max_batch_outputs: int = Field(1_000, gt=0)
+    #: Most batches one tenant may have queued or running at once (429 too_many_batches).
+    max_pending_batches: int = Field(20, gt=0)
     #: Every this many seconds freed heap memory is handed back to the system (glibc's
     #: malloc_trim; scans free many mid-sized buffers glibc would otherwise keep). 0 = never.
     trim_seconds: float = Field(30.0, ge=0)

@@ -107,3 +107,35 @@ def test_bad_inputs_give_exit_2_and_name_the_file(capsys: pytest.CaptureFixture[
             assert name in err and "Traceback" not in err
     code, out, _ = run(capsys, "--home", home, "works", "c")
     assert "1 works" in out
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`factor4 works NAME | head`: the reader goes away; no traceback, exit 141 (SIGPIPE)."""
+    import os
+
+    home = str(tmp_path / "h")
+    assert main(["--home", home, "create", "c", "--encoders", "shingles"]) == EXIT_OK
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    with os.fdopen(write, "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        assert main(["--home", home, "collections"]) == 141
+        monkeypatch.undo()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_each_error_is_printed_once_and_encoder_forms_come_from_the_registry(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = str(tmp_path / "h")
+    (tmp_path / "a.txt").write_text("some words to add here", encoding="utf-8")
+    (tmp_path / "b.svg").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"/>')
+    assert main(["--home", home, "create", "c", "--encoders", "shingles"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["--home", home, "add", "c", str(tmp_path / "a.txt"), str(tmp_path / "b.svg")]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("b.svg") == 1 and "SVG files are refused" in err, err
+    assert main(["--home", home, "create", "d", "--encoders", "foo"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    for form in ("'sscd'", "'sscd_distilled'", "'minilm'", "'minilm:int8'", "'clip:", "'pdq'", "'shingles'"):
+        assert form in err, (form, err)

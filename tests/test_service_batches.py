@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from detector.batch import run_batch
 from detector.report import verify
 from service.access import Detectors, own
+from service.errors import ServiceError
 from service.jobs import Jobs, jobs_root
 from service.main import create_app
 from service.settings import Settings
@@ -260,3 +261,25 @@ def test_staging_left_by_a_stopped_server_is_removed_at_start(tmp_path: Path) ->
     with TestClient(create_app(settings(tmp_path))):
         left = sorted(p.name for p in uploads.iterdir())
     assert left == [f"staging-{os.getpid()}-live"]  # a running process's uploads are kept
+
+
+def test_a_tenant_may_queue_only_so_many_batches(tmp_path: Path) -> None:
+    """Hostile load: past max_pending_batches queued or running, a submission is a 429 naming
+    the limit, nothing is stored for it, and another tenant is not held back."""
+    home = tmp_path / "svc"
+    detectors = Detectors(home)
+    for tenant in ("carol", "dave"):
+        detectors.get(tenant).create("docs", ["shingles"])
+    jobs = Jobs(home, detectors, max_pending=2)  # not started: the jobs stay queued
+    text = [("a.txt", b"a few words to scan in a batch")]
+    for _ in range(2):
+        jobs.submit("carol", own(detectors, "carol", "docs"), text, None, 10)
+    with pytest.raises(ServiceError) as info:
+        jobs.submit("carol", own(detectors, "carol", "docs"), text, None, 10)
+    assert info.value.status == 429 and "max_pending_batches = 2" in info.value.message
+    assert len(jobs.list("carol")) == 2
+    jobs.submit("dave", own(detectors, "dave", "docs"), text, None, 10)
+    with pytest.raises(ServiceError):  # a refused submission (an empty batch) does not use up a place
+        jobs.submit("dave", own(detectors, "dave", "docs"), [], None, 10)
+    jobs.submit("dave", own(detectors, "dave", "docs"), text, None, 10)
+    detectors.close()

@@ -98,7 +98,8 @@ def parse_spec(spec: str) -> str:
         else:
             pretrained = pretrained.lower().replace("-", "_")
         return f"{_CLIP_PREFIX}{model}/{pretrained}"
-    raise EncoderError(f"unknown encoder spec {spec!r}; valid forms are {_VALID_FORMS}")
+    raise EncoderError(f"unknown encoder spec {spec!r}; valid forms are {_VALID_FORMS}, and the fingerprints "
+                       + ", ".join(repr(f) for f in FINGERPRINTS))
 
 
 def _build(spec: str) -> Encoder:
