@@ -131,10 +131,9 @@ def _valid_path(param: str, world: World) -> str:
     return {"name": "b", "owner": "bob", "work_id": world.work_id, "batch_id": world.batch_id}.get(param, "x")
 
 
-def _fields(world: World) -> list[tuple[str, str, str, str]]:
-    """(method, path, where, field) for every parameter and body property the schema documents;
-    where is path, query, json, json-body (the whole body) or form."""
-    spec = world.app.openapi()
+def _fields(spec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(method, path, where, field) for every parameter and body property the OpenAPI *spec*
+    documents; where is path, query, json, json-body (the whole body) or form."""
     out = []
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
@@ -208,22 +207,8 @@ def _check(r, what: str) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "field" in metafunc.fixturenames:
-        app = create_app(Settings(home="unused"))
-        spec = app.openapi()
-        ids, cases = [], []
-        for path, ops in spec["paths"].items():
-            for method, op in ops.items():
-                entries = [(p["in"], p["name"]) for p in op.get("parameters", [])]
-                content = op.get("requestBody", {}).get("content", {})
-                if "application/json" in content:
-                    entries += [("json-body", "")] + [("json", f) for f in content["application/json"]["schema"]
-                                                      .get("properties", {})]
-                if "multipart/form-data" in content:
-                    entries += [("form", f) for f in content["multipart/form-data"]["schema"].get("properties", {})]
-                for where, name in entries:
-                    cases.append((method.upper(), path, where, name))
-                    ids.append(f"{method.upper()} {path} {where}:{name}")
-        metafunc.parametrize("field", cases, ids=ids)
+        cases = _fields(create_app(Settings(home="unused")).openapi())
+        metafunc.parametrize("field", cases, ids=[f"{m} {p} {w}:{n}" for m, p, w, n in cases])
 
 
 def _kind(where: str, name: str) -> str:
@@ -278,7 +263,7 @@ def test_no_random_hostile_value_in_any_field_gets_a_5xx(world: World, field: tu
 def test_every_route_has_hostile_cases(world: World) -> None:
     """The schema names a field for each route that takes input (a route nobody documented
     would escape the test above)."""
-    fields = _fields(world)
+    fields = _fields(world.app.openapi())
     takes_input = {(m, p) for m, p, _, _ in fields}
     for path, ops in world.app.openapi()["paths"].items():
         for method in ops:
