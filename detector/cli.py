@@ -209,7 +209,7 @@ def _span_lines(spans: Sequence[TextSpan]) -> list[str]:
     """Spans as quoted excerpts, output and work side by side."""
     lines = [f"       {'output':<{SPAN_COLUMN + 2}}   work"]
     for s in sorted(spans, key=lambda s: (s.discounted, -s.words))[:SPANS_SHOWN]:
-        note = f", common to {s.shared_by} works: not counted" if s.discounted else ""
+        note = f"; {s.discount_reason}" if s.discounted else ""
         lines.append(f"       [{s.kind}, {s.words} words; output {s.output_start}-{s.output_end}, "
                      f"work {s.work_start}-{s.work_end}{note}]")
         left = textwrap.wrap(f'"{" ".join(s.output_text.split())}"', SPAN_COLUMN, max_lines=4, placeholder=' ..."')

@@ -323,6 +323,14 @@ NEAR_DUPLICATE_SHARE = 0.5
 CALIBRATION_STALE_SHARE = 0.05
 #: Levels the reliability check (stated against measured, `NullModel.reliability`) reports.
 RELIABILITY_LEVELS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+#: The background corpus (`detector.background`): where it lives unless FACTOR4_BACKGROUND names a
+#: folder (or "none" for no background); the encoders its collection is made with (it serves the
+#: text discount through shingles and image normalisation through SSCD); and how much of a null
+#: its outputs may make up (at most this share of the collection's own null size, and this many).
+BACKGROUND_ENV = "FACTOR4_BACKGROUND"
+BACKGROUND_ENCODERS: tuple[str, ...] = ("sscd", "shingles")
+BACKGROUND_NULL_SHARE = 0.25
+BACKGROUND_NULL_MAX = 1000
 #: Largest negatives file set one calibration reads (`factor4 calibrate --negatives`).
 CALIBRATION_MAX_NEGATIVES = 20_000
 
@@ -331,3 +339,14 @@ def home(path: str | os.PathLike[str] | None = None) -> Path:
     """Folder that holds collections: *path* if given, else $FACTOR4_HOME, else DEFAULT_HOME."""
     chosen = path if path is not None else os.environ.get(HOME_ENV) or DEFAULT_HOME
     return Path(chosen).expanduser()
+
+
+def background_home(base: str | os.PathLike[str] | None = None) -> Path | None:
+    """Folder of the background corpus: $FACTOR4_BACKGROUND if set ("none" or "off": no
+    background), else ``background`` in the home folder (*base*, or the default)."""
+    chosen = os.environ.get(BACKGROUND_ENV, "").strip()
+    if chosen.lower() in ("none", "off", "0"):
+        return None
+    if chosen:
+        return Path(chosen).expanduser()
+    return home(base) / "background"

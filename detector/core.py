@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from detector import config, scoring
+from detector.background import Background, Holder, null_count
 from detector.calibration import IMAGE_METHOD, TEXT_METHOD, NullOutput, image_outputs, is_stale, makeup, text_outputs
 from detector.channels import BoundChannels, PreparedImage, channel_spec, normalise_specs
 from detector.errors import CollectionError, InputError
@@ -42,6 +43,7 @@ from detector.works import (
     read_item,
     read_metadata,
     split_passages,
+    text_item,
     word_spans,
 )
 from indexes import Collection, Manifest, SegmentRecord, Store, WorkRecord, Writer
@@ -141,9 +143,13 @@ class Detector:
     one collection (add, remove, storing a calibration) take turns.
     """
 
-    def __init__(self, home: PathLike | None = None) -> None:
+    def __init__(self, home: PathLike | None = None, background: PathLike | bool | None = True) -> None:
         self.home = config.home(home)
         self.store = Store(self.home)
+        #: the background corpus scans and calibrations read (`detector.background`): True is the
+        #: default place (`config.background_home`), a path another, None or False none
+        where = config.background_home(home) if background is True else (Path(background) if background else None)
+        self.background = Holder(where)
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()  # guards self._open only
         self._stale_seen: dict[tuple[str, str, int, int], bool] = {}
@@ -235,6 +241,7 @@ class Detector:
         for st in states:
             with st.rw.exclusive(), st.write:
                 st.close()
+        self.background.close()
 
     # -- works -----------------------------------------------------------------------------
     def works(self, name: str, limit: int | None = None, offset: int = 0) -> list[WorkRecord]:
@@ -362,7 +369,8 @@ class Detector:
         with self._reading(name) as (coll, bound):
             if not bound.of(item.modality):
                 raise InputError(f"{item.name}: collection {name!r} has no encoder for {item.modality} outputs")
-            found = self._evidence(coll, bound, item)  # a bad output fails here, before any calibration
+            bg = self.background.get()
+            found = self._evidence(coll, bound, item, background=bg)  # a bad output fails here, before any calibration
             null = self._null(name, coll, bound, item.modality)
             matches = _judged(found, null, coll, item.modality)[:top]
             info = None
@@ -370,6 +378,8 @@ class Detector:
                 info = null.info
                 if info.generation != coll.generation and self._stale(name, coll, item.modality, info):
                     info = replace(info, stale=True)
+                elif info.background != _background_label(bg):
+                    info = replace(info, stale=True)  # the background changed since: recalibrate
             return ScanResult(item.name, item.sha256, item.modality, name, tuple(matches), info,
                               item.encoding if isinstance(item, TextItem) else None)
 
@@ -384,12 +394,12 @@ class Detector:
             self._stale_seen[key] = found
         return found
 
-    def _evidence(self, coll: Collection, bound: BoundChannels, item: Item,
-                  exclude: frozenset[str] = frozenset()) -> list[tuple[Match, frozenset[str]]]:
+    def _evidence(self, coll: Collection, bound: BoundChannels, item: Item, exclude: frozenset[str] = frozenset(),
+                  background: Background | None = None) -> list[tuple[Match, frozenset[str]]]:
         """Every work the output matches, unjudged, with the signals the null must not count."""
         out: list[tuple[Match, frozenset[str]]] = []
         if isinstance(item, ImageItem):
-            found = scan_image(coll, bound, item.image, exclude, locate=config.LOCATE_MATCHES)
+            found = scan_image(coll, bound, item.image, exclude, locate=config.LOCATE_MATCHES, background=background)
             strongest = sorted(found, key=lambda w: (-found[w].score, w))[: config.LOCATE_MATCHES]
             for wid in strongest + [w for w in found if w not in set(strongest)]:
                 ev, rec = found[wid], coll.work(wid)
@@ -398,7 +408,7 @@ class Detector:
                                   region=ev.region, work_region=ev.work_region, transform=ev.transform(ev.score),
                                   output_size=item.image.size, work_size=work_size), ev.unreliable))
         else:
-            for wid, ev in scan_text(coll, bound, item.text, item.name, exclude).items():
+            for wid, ev in scan_text(coll, bound, item.text, item.name, exclude, background=background).items():
                 score = scoring.combine(ev.signals)
                 out.append((Match(WorkRef.from_record(coll.work(wid)), score, "unrelated",
                                   ev.signals, ev.excerpt, spans=tuple(ev.spans)), frozenset()))
@@ -483,6 +493,8 @@ class Detector:
     def _calibrate(self, name: str, coll: Collection, bound: BoundChannels, modality: str,
                    show_progress_bar: bool | None, *, levels: Levels, queries: int,
                    negatives: list[Item]) -> NullModel | None:
+        bg = self.background.get()
+
         def rows_of(outputs: list[NullOutput], what: str) -> list[dict[str, float]]:
             rows = []
             vectors = None
@@ -491,10 +503,11 @@ class Detector:
             with progress(len(outputs), what, show_progress_bar, unit="output") as bar:
                 for k, o in enumerate(outputs):
                     if modality == "text":
-                        found = scan_text(coll, bound, str(o.item), "<calibration>", o.exclude, vectors[k])
+                        found = scan_text(coll, bound, str(o.item), "<calibration>", o.exclude, vectors[k],
+                                          background=bg)
                         evs = [(ev.signals, frozenset(), scoring.combine(ev.signals)) for ev in found.values()]
                     else:
-                        found = scan_image(coll, bound, o.item, o.exclude)
+                        found = scan_image(coll, bound, o.item, o.exclude, background=bg)
                         evs = [(ev.signals, ev.unreliable, ev.score) for ev in found.values()]
                     rows.append(tops(evs))
                     bar.update(1)
@@ -518,25 +531,48 @@ class Detector:
                  name, modality, len(outputs), works, len(negatives))
         rows = rows_of(outputs, f"calibrating {modality}")
         info = Calibration(modality, generation, len(rows), works, method if rows else "too few unrelated works",
-                           makeup(outputs), copy_level=levels.copy, similar_level=levels.similar)
+                           makeup(outputs), copy_level=levels.copy, similar_level=levels.similar,
+                           background=_background_label(bg))
         left_out: list[str] = []
-        if negatives:
+        extra = [(it, "negative") for it in negatives]
+        if bg is not None and (outputs or negatives):
+            rng = np.random.default_rng(generation + 7919 * bg.generation)
+            count = null_count(len(outputs) or len(negatives))
+            made = bg.null_texts(count, rng) if modality == "text" else bg.null_images(count, rng)
+            for k, (x, edit) in enumerate(made):
+                label = f"<background {k + 1}, {edit}>"
+                extra.append((text_item(x, label) if modality == "text" else
+                              ImageItem(label, "", x, "PNG", 0), "background"))
+            log.info("calibrating %s (%s): %d unrelated outputs from the background corpus", name, modality,
+                     len(made))
+        if extra:
             own = NullModel.from_rows(info, levels, rows) if rows else None
-            kept = 0
-            for item in negatives:
-                found = self._evidence(coll, bound, item)
-                judged = _judged(found, own, coll, modality)
-                if judged and judged[0].verdict == "copy":
-                    left_out.append(f"{item.name}: copy of {judged[0].work.title or judged[0].work.id} "
-                                    f"({judged[0].reason})")
-                    log.warning("negative %s copies %s: left out of the null", item.name, judged[0].work.id)
-                    continue
-                rows.append(tops((m.signals, unrel, m.score) for m, unrel in found))
-                kept += 1
-            info = replace(info, queries=len(rows), negatives=kept, left_out=tuple(left_out),
-                           makeup=info.makeup + ((("negatives", kept),) if kept else ()),
-                           method="; ".join(x for x in (info.method if outputs else "",
-                                                        f"{kept} negatives given" if kept else "") if x))
+            kept = {"negative": 0, "background": 0}
+            with progress(len(extra), f"calibrating {modality}: negatives and background", show_progress_bar,
+                          unit="output") as bar:
+                for item, kind in extra:
+                    found = self._evidence(coll, bound, item, background=bg)
+                    judged = _judged(found, own, coll, modality)
+                    bar.update(1)
+                    if judged and judged[0].verdict == "copy":
+                        left_out.append(f"{item.name}: copy of {judged[0].work.title or judged[0].work.id} "
+                                        f"({judged[0].reason})")
+                        log.info("%s %s copies %s: left out of the null", kind, item.name, judged[0].work.id)
+                        continue
+                    rows.append(tops((m.signals, unrel, m.score) for m, unrel in found))
+                    kept[kind] += 1
+            if left_out:
+                log.warning("calibrating %s (%s): %d of the negatives and background outputs copy a reference "
+                            "and were left out of the null (the calibration lists them)", name, modality, len(left_out))
+            added = tuple((("negatives", kept["negative"]),) if kept["negative"] else ()) + \
+                tuple((("background", kept["background"]),) if kept["background"] else ())
+            info = replace(info, queries=len(rows), negatives=kept["negative"], left_out=tuple(left_out),
+                           makeup=info.makeup + added,
+                           method="; ".join(x for x in (
+                               info.method if outputs else "",
+                               f"{kept['negative']} negatives given" if kept["negative"] else "",
+                               f"{kept['background']} edited background-corpus works" if kept["background"] else "")
+                               if x))
         null = NullModel.from_rows(info, levels, rows)
         with self._writing(name) as (latest, _, w):
             if latest.generation == generation:  # else the collection changed meanwhile: keep it unsaved
@@ -544,6 +580,10 @@ class Detector:
         # as stored (values rounded), so this scan's rates equal every later scan's
         stored = NullModel.from_dict(null.to_dict())
         return stored if stored is not None and stored.n else None
+
+
+def _background_label(bg: Background | None) -> str | None:
+    return None if bg is None else bg.info().label
 
 
 def _judged(found: list[tuple[Match, frozenset[str]]], null: NullModel | None, coll: Collection,

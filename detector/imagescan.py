@@ -24,6 +24,7 @@ import heapq
 import io
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -34,6 +35,9 @@ from detector.fingerprints import PDQ_MIN_QUALITY
 from detector.regions import query_windows, window_box
 from detector.results import Box, Transform
 from indexes import Collection
+
+if TYPE_CHECKING:
+    from detector.background import Background
 
 #: PDQ distance at or under which an output is a near-exact copy (Meta's published threshold).
 PDQ_NEAR_EXACT = config.SIGNAL_THRESHOLDS["pdq_distance"][2]
@@ -93,12 +97,13 @@ def _background(row_scores: list[float]) -> float | None:
 
 def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
                exclude: frozenset[str] = frozenset(), query: ImageQuery | None = None,
-               locate: int = 0) -> dict[str, ImageEvidence]:
+               locate: int = 0, background: Background | None = None) -> dict[str, ImageEvidence]:
     """Evidence per work that the output *image* matches (works in *exclude* left out, as if
     they were not in the collection). For the *locate* strongest matches that the whole output
     matches (unless PDQ calls it near-exact, or its raw SSCD cosine with the work, at least
     `config.LOCATE_MAX_SSCD`, says it shows nearly all of it), `locate_in_work` looks for the
-    part of the work the output may be a crop of."""
+    part of the work the output may be a crop of. The pictures of *background* (a background
+    corpus, `detector.background`) take part in each region's background cosine."""
     query = query or bound.image_queries(image)
     full = Box(0, 0, image.width, image.height)
     signals: dict[str, dict[str, float]] = defaultdict(dict)
@@ -114,8 +119,10 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
         segs = coll.segments(np.unique(ids[ids >= 0]).tolist())
         hits = _Hits(scores, ids, segs, exclude)
         if regional:
-            names.append("sscd_normalised")
-            _regional(coll, hits, query.boxes, full, ch.name, signals, region_of, work_region_of)
+            names += ["sscd_normalised", "sscd_background"]
+            bg_channel = background.channel_for(ch) if background is not None else None
+            bg_top = background.top_scores(bg_channel, rows, config.SSCD_NORM_RANK) if bg_channel else None
+            _regional(coll, hits, query.boxes, full, ch.name, signals, region_of, work_region_of, bg_top)
             continue
         key = "pdq_distance" if binary else ch.name
         for row, work, score in zip(hits.row.tolist(), hits.work.tolist(), hits.score.tolist(), strict=True):
@@ -244,8 +251,10 @@ class _Hits:
 
 
 def _regional(coll: Collection, hits: _Hits, boxes: tuple[Box, ...], full: Box, key: str,
-              signals: dict[str, dict[str, float]], region_of: dict[str, Box], work_region_of: dict[str, Box]) -> None:
-    """SSCD signals from the whole output (row 0) and its regions (rows 1..)."""
+              signals: dict[str, dict[str, float]], region_of: dict[str, Box], work_region_of: dict[str, Box],
+              bg_top: np.ndarray | None = None) -> None:
+    """SSCD signals from the whole output (row 0) and its regions (rows 1..); *bg_top* holds each
+    row's best cosines with background-corpus pictures (best first, -inf where none)."""
     # row 0: the whole output against works, whole or one of their indexed regions
     whole0: dict[int, float] = {}
     part0: dict[int, tuple[float, int]] = {}
@@ -265,15 +274,24 @@ def _regional(coll: Collection, hits: _Hits, boxes: tuple[Box, ...], full: Box, 
             box = _segment_box(coll, wid, part0[work][1])
             if box is not None:
                 work_region_of[wid] = box
-    # background per row: the score of its SSCD_NORM_RANK-th distinct work
+    # background per row: the score of its SSCD_NORM_RANK-th distinct work, of the collection and
+    # the background corpus together
     nrows = len(boxes)
     areas = np.asarray([b.area for b in boxes])
     counts = np.bincount(hits.row, minlength=nrows)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.minimum(counts, config.SSCD_NORM_RANK) - 1
+    depth = config.SSCD_NORM_RANK
+    cols = np.arange(depth)
+    filled = cols[None, :] < counts[:, None]
+    ranked = np.full((nrows, depth), -np.inf)
+    ranked[filled] = hits.score[(starts[:, None] + cols[None, :])[filled]]
+    if bg_top is not None:
+        counts = counts + np.isfinite(bg_top).sum(axis=1)
+        ranked = -np.sort(-np.concatenate([ranked, bg_top.astype(ranked.dtype)], axis=1), axis=1)
+    rank = np.minimum(counts, depth) - 1
     usable = counts >= config.SSCD_NORM_MIN_WORKS
     background = np.full(nrows, np.nan)
-    background[usable] = hits.score[starts[usable] + rank[usable]]
+    background[usable] = ranked[np.flatnonzero(usable), rank[usable]]
     norm = hits.score - background[hits.row]
     ok = np.flatnonzero(~np.isnan(norm))
     if not len(ok):
@@ -299,10 +317,14 @@ def _regional(coll: Collection, hits: _Hits, boxes: tuple[Box, ...], full: Box, 
     # first (lowest row) of each group's widest near window
     pick = np.flatnonzero(near_area == widest[group])
     pick = pick[np.concatenate([[True], group[pick][1:] != group[pick][:-1]])]
-    for w, value, is_located, r in zip(work[first].tolist(), best_norm.tolist(), located.tolist(),
-                                       row[pick].tolist(), strict=True):
+    # the background cosine that the best normalised score had subtracted, reported with it
+    top = np.flatnonzero(norm[at] >= best_norm[group])
+    top = top[np.concatenate([[True], group[top][1:] != group[top][:-1]])]
+    for w, value, is_located, r, bg in zip(work[first].tolist(), best_norm.tolist(), located.tolist(),
+                                           row[pick].tolist(), background[row[top]].tolist(), strict=True):
         wid = hits.works[w]
         signals[wid]["sscd_normalised"] = value
+        signals[wid]["sscd_background"] = bg
         if is_located:
             region_of[wid] = boxes[r]
             work_region_of.pop(wid, None)

@@ -938,7 +938,9 @@ class _Page:
         label = f"{kind}" + (f", {words:,} words" if words is not None else "")
         if discounted:
             shared = _int(span.get("shared_by"))
+            in_bg = _int(span.get("background_works"))
             label += (f"; shared by {shared:,} works" if shared else "; shared by several works") \
+                + (f" ({in_bg:,} in the background corpus)" if in_bg else "") \
                 + " \u2014 not counted as evidence"
         cls = "discounted" if discounted else kind
         out_html, work_html = _quote_pair(out_text, work_text, kind, cls)

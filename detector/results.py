@@ -34,8 +34,9 @@ class TextSpan:
     reworded: fewer words match in order, or (with no word alignment) the passage embeddings
     agree at or above the "similar" threshold. `words` counts the output words matched in
     order (for an embedding-only paraphrase, the words of the output window). A `discounted`
-    span is a phrase that `shared_by` works of the collection hold: it is reported but not
-    counted as evidence of copying this work.
+    span is a phrase that `shared_by` works hold, `background_works` of them in the background
+    corpus (`detector.background`): it is reported but not counted as evidence of copying this
+    work.
     """
 
     output_start: int
@@ -49,12 +50,26 @@ class TextSpan:
     #: The two stretches' text, so the evidence reads without the files at hand.
     output_text: str = ""
     work_text: str = ""
+    background_works: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         if not self.discounted:
             del out["shared_by"]
+            del out["background_works"]
         return out
+
+    @property
+    def discount_reason(self) -> str | None:
+        """Why the span was not counted, in words; None for a counted span."""
+        if not self.discounted:
+            return None
+        bg = self.background_works or 0
+        if bg:
+            here = (self.shared_by or 0) - bg
+            return (f"common text: held by {self.shared_by} works ({bg} in the background corpus"
+                    f"{f', {here} in this collection' if here > 1 else ''}), not counted")
+        return f"common text: held by {self.shared_by} works of this collection, not counted"
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,8 @@ class Calibration:
     copy_level: float | None = None
     similar_level: float | None = None
     stale: bool = False
+    #: The background corpus the null was made with (`detector.background`), if any.
+    background: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

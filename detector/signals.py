@@ -70,6 +70,9 @@ _DECLARED = (
            doc="the same with the distilled SSCD model (3.5 MB); its cosines run lower than the full model's"),
     Signal("sscd_normalised", "image", "copy",
            doc="best over the output and its regions of SSCD cosine minus that region's background cosine"),
+    Signal("sscd_background", "image", "report",
+           doc="the background cosine that sscd_normalised subtracted: the SSCD_NORM_RANK-th most similar "
+               "work of the collection and the background corpus, for the output region that scored best"),
     Signal("pdq_distance", "image", "copy", higher_is_stronger=False,
            doc="smallest PDQ Hamming distance over the output's 8 rotations and flips (of 256 bits)"),
     Signal("clip", "image", "resemblance", doc="CLIP cosine: same subject or style, never a copy alone"),

@@ -14,8 +14,9 @@ Three steps, each cheap enough for a large collection:
    output (`detector.align`): verbatim runs, and near-verbatim stretches that tolerate
    replaced, inserted and dropped words, with character offsets in both texts.
 3. **Common-text discount.** A stretch whose shared n-grams are held by at least
-   `config.COMMON_MIN_WORKS` works of the collection (boilerplate, stock phrases, a quotation
-   many works share) is reported as discounted and does not count as evidence.
+   `config.COMMON_MIN_WORKS` works of the collection and the background corpus together
+   (boilerplate, licences, stock phrases, a quotation many works share; `detector.background`)
+   is reported as discounted and does not count as evidence.
 
 The result per work is a set of signals (see `detector.scoring`) and the spans.
 """
@@ -26,7 +27,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from detector.memo import Recent
 from detector.results import TextSpan
 from detector.works import Passage, split_passages
 from indexes import Collection
+
+if TYPE_CHECKING:
+    from detector.background import Background
 
 K = TypeVar("K", str, tuple[int, int])
 
@@ -107,9 +111,11 @@ def scan_text(
     label: str,
     exclude: frozenset[str] = frozenset(),
     vectors: dict[str, np.ndarray] | None = None,
+    background: Background | None = None,
 ) -> dict[str, TextEvidence]:
     """Evidence per work id for the output *text*; works in *exclude* are ignored (as if absent).
-    *vectors* are the text's window vectors if already encoded (see `embed_windows`)."""
+    *vectors* are the text's window vectors if already encoded (see `embed_windows`). Phrases
+    that *background* works hold count towards the common-text discount."""
     out_keys, out_spans = check_output(text, label)
     hits: dict[str, _Hits] = defaultdict(_Hits)
     windows = output_windows(text)
@@ -127,6 +133,8 @@ def scan_text(
                 h.cosine = max(h.cosine, s)
                 h.passages.append((s, w, seg.start or 0, seg.end or 0))
     doc_freq: dict[int, int] = {}
+    bg_holders: dict[int, frozenset[str]] = {}
+    bg_channel = None
     shingles = None
     if bound.has("shingles"):
         shingles = text_shingles(text, config.SHINGLE_WORDS)
@@ -139,6 +147,9 @@ def scan_text(
             h.keys.add(key)
             h.positions.append(pos)
         doc_freq = {k: len(v) for k, v in holders.items()}
+        bg_channel = background.channel_for(bound.manifest.channel("shingles")) if background else None
+        if bg_channel is not None and doc_freq:
+            bg_holders = background.phrase_holders(bg_channel, np.fromiter(doc_freq, dtype=np.int64))
 
     by_keys = sorted((w for w in hits if hits[w].keys), key=lambda w: (-len(hits[w].keys), w))
     by_cosine = _works_by_window(hits)
@@ -165,7 +176,13 @@ def scan_text(
     for wid in sorted(candidates):
         h = hits[wid]
         alignments = _align_work(coll, wid, length(wid), h, out_keys, len(text))
-        ev = _evidence(text, out_keys, out_spans, windows, h, alignments, shingles, doc_freq, embed_name)
+        # the work's own near-duplicates in the background do not make its phrases common
+        bg_freq: dict[int, int] = {}
+        if bg_holders:
+            near = background.near_duplicates(coll, wid, bg_channel)
+            bg_freq = {k: n for k, v in bg_holders.items() if (n := len(v - near))}
+        freq = {k: n + bg_freq.get(k, 0) for k, n in doc_freq.items()} if bg_freq else doc_freq
+        ev = _evidence(text, out_keys, out_spans, windows, h, alignments, shingles, freq, bg_freq, embed_name)
         ev.spans = [s if s.work_text else replace(s, work_text=coll.text_slice(wid, s.work_start, s.work_end))
                     for s in ev.spans]
         result[wid] = ev
@@ -335,6 +352,7 @@ def _evidence(
     alignments: list[tuple[Alignment, _Region]],
     shingles,
     doc_freq: dict[int, int],
+    bg_freq: dict[int, int],
     embed_name: str | None,
 ) -> TextEvidence:
     n_out = len(out_keys)
@@ -345,12 +363,13 @@ def _evidence(
     for al, region in alignments:
         copied = aligned = 0
         for p in al.pieces:
-            shared = _shared_by(p.out_start, p.out_end, shingles, h.keys, doc_freq)
+            shared, in_background = _shared_by(p.out_start, p.out_end, shingles, h.keys, doc_freq, bg_freq)
             kind = p.kind if p.kind == "verbatim" or p.density >= config.NEAR_DENSITY else "paraphrase"
             o0, o1 = int(out_spans[p.out_start][0]), int(out_spans[p.out_end - 1][1])
             w0, w1 = int(region.spans[p.work_start][0]), int(region.spans[p.work_end - 1][1])
             span = TextSpan(o0, o1, region.start + w0, region.start + w1, kind, p.matched,
-                            shared is not None, shared, text[o0:o1], region.body[w0:w1])
+                            shared is not None, shared, text[o0:o1], region.body[w0:w1],
+                            background_works=in_background)
             spans.append(span)
             covered[p.out_start : p.out_end] = True
             if shared is not None:
@@ -401,18 +420,20 @@ def _evidence(
     return TextEvidence(signals, spans, excerpt)
 
 
-def _shared_by(start: int, end: int, shingles, held: set[int], doc_freq: dict[int, int]) -> int | None:
-    """If the stretch of output words start..end is a common phrase, the number of works that
-    hold it: every shingle of the stretch that the work holds is held by at least
-    `config.COMMON_MIN_WORKS` works. None for a stretch specific to this work (or with no
-    shingle the work holds, which cannot be judged)."""
+def _shared_by(start: int, end: int, shingles, held: set[int], doc_freq: dict[int, int],
+               bg_freq: dict[int, int]) -> tuple[int | None, int | None]:
+    """If the stretch of output words start..end is a common phrase, (the number of works that
+    hold it, how many of them are background works): every shingle of the stretch that the work
+    holds is held by at least `config.COMMON_MIN_WORKS` works, of the collection and the
+    background together. (None, None) for a stretch specific to this work (or with no shingle
+    the work holds, which cannot be judged)."""
     if shingles is None or len(shingles.keys) == 0:
-        return None
+        return None, None
     last = max(start, min(end - shingles.n, len(shingles.keys) - 1))
     keys = {int(k) for k in shingles.keys[start : last + 1]} & held
     if not keys:
-        return None
-    freq = [doc_freq.get(k, 0) for k in keys]
-    if min(freq) < config.COMMON_MIN_WORKS:
-        return None
-    return int(min(freq))
+        return None, None
+    rarest = min(keys, key=lambda k: (doc_freq.get(k, 0), k))
+    if doc_freq.get(rarest, 0) < config.COMMON_MIN_WORKS:
+        return None, None
+    return int(doc_freq[rarest]), int(bg_freq.get(rarest, 0))

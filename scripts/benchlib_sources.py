@@ -17,13 +17,15 @@ import gzip
 import html
 import logging
 import re
-import shlex
-import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from detector import packages
+from detector.errors import Factor4Error
+from detector.packages import debian_package, roff_to_text
 
 log = logging.getLogger("benchlib_sources")
 
@@ -55,68 +57,11 @@ class Source:
     note: str = ""
 
 
-# -- fetching ---------------------------------------------------------------------------------
-def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    log.debug("running %s in %s", shlex.join(cmd), cwd)
-    try:
-        return subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return subprocess.CompletedProcess(cmd, 127, "", str(exc))
-
-
-_UPDATED = False
-
-
-def debian_package(pkg: str, cache: Path) -> tuple[Path, str]:
-    """(folder holding Debian package *pkg* unpacked, its version), cached; `apt-get update`
-    is run once if the first download fails."""
-    global _UPDATED
-    dl = cache / "deb" / "download"
-    dl.mkdir(parents=True, exist_ok=True)
-    debs = sorted(dl.glob(f"{pkg}_*.deb"))
-    if not debs:
-        log.info("downloading Debian package %s", pkg)
-        proc = _run(["apt-get", "download", pkg], dl)
-        if proc.returncode != 0 and not _UPDATED:
-            log.info("apt-get download %s failed; running apt-get update first", pkg)
-            _run(["apt-get", "update", "-qq"], dl)
-            _UPDATED = True
-            proc = _run(["apt-get", "download", pkg], dl)
-        debs = sorted(dl.glob(f"{pkg}_*.deb"))
-        if proc.returncode != 0 or not debs:
-            msg = (proc.stderr or proc.stdout).strip()[-300:]
-            raise RuntimeError(f"could not download Debian package {pkg} ({msg or 'no output'}); "
-                               f"put its .deb in {dl} to run without apt")
-    deb = debs[-1]
-    ver = _run(["dpkg-deb", "-f", str(deb), "Version"], dl)
-    version = ver.stdout.strip() if ver.returncode == 0 else deb.name.split("_")[1]
-    root = cache / "deb" / pkg
-    done = root / ".unpacked"
-    if not done.exists():
-        proc = _run(["dpkg-deb", "-x", str(deb), str(root)], dl)
-        if proc.returncode != 0:
-            raise RuntimeError(f"could not unpack {deb.name}: {(proc.stderr or proc.stdout).strip()[-300:]}")
-        done.touch()
-    return root, version
-
-
+# -- fetching (detector.packages) --------------------------------------------------------------
 def pypi_wheel(project: str, cache: Path) -> tuple[Path, str]:
     """(the wheel of *project*, its version), downloaded with pip into the cache if not there."""
-    dest = cache / "wheels"
-    dest.mkdir(parents=True, exist_ok=True)
-    stem = project.replace("-", "_").lower() + "-"
-
-    def found() -> list[Path]:
-        return sorted(p for p in dest.glob("*.whl") if p.name.lower().startswith(stem))
-
-    if not found():
-        log.info("downloading the %s wheel", project)
-        proc = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-                     "--dest", str(dest), project], dest)
-        if proc.returncode != 0 or not found():
-            raise RuntimeError(f"could not download the {project} wheel: {(proc.stderr or proc.stdout).strip()[-300:]}")
-    wheel = found()[-1]
-    return wheel, wheel.name.split("-")[1]
+    path = packages.wheel(project, cache / "wheels")
+    return path, packages.wheel_version(path)
 
 
 # -- splitting --------------------------------------------------------------------------------
@@ -293,65 +238,6 @@ def load_definitions(cache: Path) -> Source:
     return src
 
 
-_ROFF_BREAK = {"PP", "P", "LP", "TP", "IP", "HP", "SH", "SS", "sp", "br", "TQ"}
-_ROFF_JOINED = {"BR", "RB", "IR", "RI", "BI", "IB"}
-_ROFF_WORDS = {"B", "I", "SH", "SS", "SM", "SB", "IP", "TQ", "UR", "MT", "OP"}
-_ROFF_CHARS = {"em": "—", "en": "–", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "oq": "‘", "cq": "’",
-               "bu": "•", "co": "©", "rg": "®", "hy": "-", "mi": "-", "ti": "~", "ha": "^", "lh": "", "rh": "",
-               "ga": "`", "<=": "<=", ">=": ">=", "->": "->", "mu": "x", "de": "°"}
-
-
-def _roff_inline(s: str) -> str:
-    s = re.sub(r"\\f(\(..|\[[^\]]*\]|.)", "", s)
-    s = re.sub(r"\\\((..)", lambda m: _ROFF_CHARS.get(m.group(1), ""), s)
-    s = re.sub(r"\\\[([^\]]*)\]", lambda m: _ROFF_CHARS.get(m.group(1), ""), s)
-    s = re.sub(r"\\\*(\(..|\[[^\]]*\]|.)", "", s)
-    s = re.sub(r"\\[sS][+-]?\d", "", s)
-    s = re.sub(r"\\[hvwoxXkzbCDlLNR]'[^']*'", "", s)
-    s = s.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "").replace("\\~", " ").replace("\\ ", " ")
-    s = s.replace("\\|", "").replace("\\^", "").replace("\\:", "").replace("\\%", "").replace("\\c", "")
-    s = re.sub(r"\\(.)", r"\1", s)
-    return s
-
-
-def roff_to_text(src: str) -> str:
-    """A man page's roff crudely rendered: comments and layout macros dropped, font macros'
-    arguments kept, escapes replaced; paragraph macros become blank lines."""
-    out: list[str] = []
-    skip_table = False
-    for raw in src.splitlines():
-        line = raw.rstrip()
-        if line.startswith(('.\\"', "'\\\"", '\\"')) or line.startswith(".\\}"):
-            continue
-        if line.startswith((".TS",)):
-            skip_table = True
-            continue
-        if line.startswith(".TE"):
-            skip_table = False
-            continue
-        if skip_table:
-            continue
-        if line.startswith((".", "'")):
-            m = re.match(r"[.'']\s*(\S+)\s*(.*)$", line)
-            if not m:
-                continue
-            macro, rest = m.group(1), m.group(2)
-            args = [a or b for a, b in re.findall(r'"([^"]*)"|(\S+)', rest)]
-            if macro in _ROFF_BREAK:
-                out.append("")
-            if macro in _ROFF_JOINED:
-                out.append(_roff_inline("".join(args)))
-            elif macro in _ROFF_WORDS and args:
-                text = _roff_inline(" ".join(args))
-                out.append(text.upper() if macro == "SH" else text)
-                if macro in ("SH", "SS"):
-                    out.append("")
-            continue
-        out.append(_roff_inline(line))
-    text = "\n".join(out)
-    return re.sub(r"\n{3,}", "\n\n", text)
-
-
 def load_manpages(cache: Path) -> Source:
     root, version = debian_package("manpages", cache)
     src = Source("manpages", "Linux man pages (roff stripped)", "debian:manpages", version)
@@ -409,7 +295,7 @@ def load_sources(cache: Path, names: list[str] | None = None) -> tuple[list[Sour
     for name in names or list(LOADERS):
         try:
             src = LOADERS[name](cache)
-        except (RuntimeError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        except (Factor4Error, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as exc:
             log.warning("source %s skipped: %s", name, exc)
             skipped.append((name, str(exc)))
             continue

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from detector import config
 from detector.core import Detector
 from detector.errors import CollectionError
 from indexes.records import check_name
@@ -31,7 +32,9 @@ class Detectors:
     def get(self, tenant: str) -> Detector:
         with self._lock:
             if tenant not in self._by_tenant:
-                self._by_tenant[tenant] = Detector(tenant_home(self.home, tenant))
+                # tenants share the operator's background corpus, read-only
+                self._by_tenant[tenant] = Detector(tenant_home(self.home, tenant),
+                                                   background=config.background_home(self.home))
             return self._by_tenant[tenant]
 
     def close(self) -> None:

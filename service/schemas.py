@@ -41,6 +41,7 @@ class SpanOut(BaseModel):
     words: int = Field(description="output words matched in order (paraphrase: words of the window)")
     discounted: bool = Field(description="a phrase many works share: reported, not counted")
     shared_by: int | None = Field(None, description="works holding the phrase, when discounted")
+    background_works: int | None = Field(None, description="how many of them are background-corpus works")
     output_text: str
     work_text: str
 

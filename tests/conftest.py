@@ -35,6 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FACTOR4_CALIBRATION_QUERIES"] = str(TEST_QUERIES)
     os.environ["FACTOR4_COPY_LEVEL"] = str(TEST_COPY_LEVEL)
     os.environ["FACTOR4_SIMILAR_LEVEL"] = str(TEST_SIMILAR_LEVEL)
+    # each test's home has no background corpus unless the test builds one there
+    os.environ.pop("FACTOR4_BACKGROUND", None)
 
     f4.CALIBRATION_QUERIES = TEST_QUERIES
     f4.COPY_LEVEL = TEST_COPY_LEVEL

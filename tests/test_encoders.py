@@ -487,7 +487,7 @@ def test_collection_with_clip_reports_it_as_a_separate_signal(tiny_clip, tiny_ch
     ImageOps.mirror(photos["rocket"]).save(out)
     result = det.scan_item("c", read_item(out))
     assert result.best.work.title == "rocket" and result.verdict == "copy"
-    assert set(result.best.signals) == {"sscd", "sscd_normalised", "pdq_distance", "clip"}
+    assert set(result.best.signals) == {"sscd", "sscd_normalised", "sscd_background", "pdq_distance", "clip"}
     assert all(m.signals["clip"] is not None for m in result.matches)
     # the other photographs: whatever CLIP says, without SSCD or PDQ evidence they are no copies
     from detector import config, scoring

@@ -54,7 +54,7 @@ def test_scan_json_contract(home: Path, corpus: dict, tmp_path: Path) -> None:
     first = data["matches"][0]
     assert set(first["work"]) >= {"id", "source", "sha256", "title"}
     assert 0.0 <= first["score"] <= 1.0 and first["verdict"] in ("copy", "similar", "unrelated")
-    assert set(first["signals"]) == {"sscd", "sscd_normalised", "pdq_distance"}
+    assert set(first["signals"]) == {"sscd", "sscd_normalised", "sscd_background", "pdq_distance"}
     assert set(first) >= {"region", "work_region", "transform", "fpr"}
     assert first["transform"] in ("near-exact", "edited", "partial")
     box = first["region"]

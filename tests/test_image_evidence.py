@@ -200,7 +200,8 @@ def test_unrelated_image_is_unrelated_with_a_high_fpr(art: Detector) -> None:
 def test_scan_json_for_images(art: Detector) -> None:
     out = json.loads(json.dumps(art.scan_item("art", _item(_load("coins.png"), "coins.png")).to_dict()))
     first = out["matches"][0]
-    assert set(first["signals"]) == {"sscd", "sscd_normalised", "pdq_distance"}
+    assert set(first["signals"]) == {"sscd", "sscd_normalised", "sscd_background", "pdq_distance"}
+    assert -1.0 <= first["signals"]["sscd_background"] < first["signals"]["sscd"]  # what normalising subtracted
     assert first["region"] == {"left": 0, "top": 0, "right": 384, "bottom": 303}
     assert first["transform"] == "near-exact" and first["work_region"] is None
     assert out["calibration"]["modality"] == "image" and out["calibration"]["queries"] > 0
