@@ -232,7 +232,13 @@ def format_result(r: ScanResult) -> str:
     lines = [f"{r.input}  ({r.modality}{decoded}, sha256 {r.sha256[:12]}...)  ->  {r.verdict.upper()}"]
     if r.calibration is not None and r.calibration.stale:
         lines.append(f"    note: the calibration is stale (made at {r.calibration.works} works; works were added or "
-                     f"removed since): refresh it with  factor4 calibrate {r.collection}")
+                     f"removed, or the background corpus changed, since): refresh it with  factor4 calibrate "
+                     f"{r.collection}")
+    sizes = {m.null_size for m in r.matches if m.fpr is not None}
+    if r.calibration is not None and sizes:
+        bg = f"; {r.calibration.background}" if r.calibration.background else "; no background corpus"
+        lines.append(f"    error rates from {', '.join(map(str, sorted(sizes)))} unrelated outputs "
+                     f"(copy stated at fpr <= {_rate(r.calibration.copy_level or config.COPY_LEVEL)}{bg})")
     if not r.matches:
         lines.append("    no candidate works found")
     for i, m in enumerate(r.matches, 1):
@@ -246,9 +252,9 @@ def format_result(r: ScanResult) -> str:
             lines.append(f"       {_region_line(m)}")
         if m.reason:
             lines.append(f"       why: {m.reason}")
-        if m.fpr is not None and m.fpr_upper is not None:
-            lines.append(f"       false-positive rate {_rate(m.fpr)} (95 % upper bound {_rate(m.fpr_upper)}; "
-                         f"from {m.null_size} unrelated outputs)")
+        if m.fpr is not None and m.fpr_upper is not None and m.verdict != "unrelated":
+            # an unrelated match's rate is in its "why" line; the null's size is said once above
+            lines.append(f"       false-positive rate {_rate(m.fpr)} (95 % upper bound {_rate(m.fpr_upper)})")
         if m.spans and m.verdict != "unrelated":
             lines.extend(_span_lines(m.spans))
         elif m.excerpt and m.verdict != "unrelated":

@@ -197,7 +197,8 @@ class NullModel:
                     reason = (f"{shown}: copy-type evidence at fpr <= {_pct(upper)} (95 %), above the copy "
                               f"level {_pct(self.levels.copy)}")
             else:
-                reason = f"{shown}: resemblance only (no verbatim text or copied pixels); fpr <= {_pct(upper)}"
+                reason = (f"{shown}: resemblance only (no verbatim text or copied pixels); fpr <= {_pct(upper)}"
+                          + _resemblance_note(values, score))
         else:
             verdict = "unrelated"
             if n < needed(self.levels.similar) and k == 0:
@@ -296,13 +297,28 @@ def _past_floor(column: str, values: Mapping[str, float | None], score: float) -
 
 
 def _describe(column: str, values: Mapping[str, float | None], score: float) -> str:
+    """The carrying signal in words, its name and value: "232 words copied verbatim or
+    near-verbatim in one stretch (copied_words 232)"."""
     if column == SCORE:
         return f"combined score {score:.3f}"
     v = values.get(column)
     if v is None:
         return column
     shown = f"{int(v)}" if float(v).is_integer() and abs(v) >= 1 else f"{float(v):.3f}"
-    return f"{column} {shown}"
+    says = signals.get(column).says
+    return f"{says.format(shown)} ({column} {shown})" if says else f"{column} {shown}"
+
+
+def _resemblance_note(values: Mapping[str, float | None], score: float) -> str:
+    """Why a resemblance-only match is not a copy, in numbers: its longest verbatim run, and the
+    cap on its score."""
+    parts = []
+    run = values.get("longest_run_words")
+    if run is not None:
+        parts.append(f"longest verbatim run {int(run)} words (a copy needs {config.VERBATIM_MIN_WORDS}+)")
+    if score >= scoring.RESEMBLANCE_CAP - 1e-9:
+        parts.append(f"score held at {scoring.RESEMBLANCE_CAP:.2f}: resemblance alone never reaches copy")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _pct(rate: float) -> str:

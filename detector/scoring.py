@@ -52,8 +52,9 @@ from collections.abc import Mapping
 
 from detector import config, signals
 
-#: Signals whose evidence may never reach a copy verdict on their own.
+#: Signals whose evidence may never reach a copy verdict on their own, and the score they stop at.
 NEVER_COPY = frozenset(s.name for s in signals.calibrated() if s.kind != "copy")
+RESEMBLANCE_CAP = config.COPY_SCORE - 0.01
 
 
 def evidence(signal: str, value: float | None) -> float:
@@ -77,7 +78,7 @@ def evidence(signal: str, value: float | None) -> float:
     else:
         out = _between(value, copy, ceiling, config.COPY_SCORE, 1.0)
     if signal in NEVER_COPY:
-        out = min(out, config.COPY_SCORE - 0.01)
+        out = min(out, RESEMBLANCE_CAP)
     return out
 
 

@@ -45,6 +45,8 @@ class Signal:
     kind: Kind
     higher_is_stronger: bool = True
     doc: str = ""
+    #: What a value says, in words, with ``{}`` for the value (the "why" line of a match).
+    says: str = ""
 
     @property
     def calibrated(self) -> bool:
@@ -65,27 +67,36 @@ class Signal:
 
 _DECLARED = (
     Signal("sscd", "image", "copy",
-           doc="SSCD cosine of the whole output with the work (its whole or an indexed region)"),
+           doc="SSCD cosine of the whole output with the work (its whole or an indexed region)",
+           says="copy-detection (SSCD) cosine {} with the work"),
     Signal("sscd_distilled", "image", "copy",
-           doc="the same with the distilled SSCD model (3.5 MB); its cosines run lower than the full model's"),
+           doc="the same with the distilled SSCD model (3.5 MB); its cosines run lower than the full model's",
+           says="distilled SSCD cosine {} with the work"),
     Signal("sscd_normalised", "image", "copy",
-           doc="best over the output and its regions of SSCD cosine minus that region's background cosine"),
+           doc="best over the output and its regions of SSCD cosine minus that region's background cosine",
+           says="SSCD cosine {} above what the background's look-alikes score"),
     Signal("sscd_background", "image", "report",
            doc="the background cosine that sscd_normalised subtracted: the SSCD_NORM_RANK-th most similar "
                "work of the collection and the background corpus, for the output region that scored best"),
     Signal("pdq_distance", "image", "copy", higher_is_stronger=False,
-           doc="smallest PDQ Hamming distance over the output's 8 rotations and flips (of 256 bits)"),
-    Signal("clip", "image", "resemblance", doc="CLIP cosine: same subject or style, never a copy alone"),
+           doc="smallest PDQ Hamming distance over the output's 8 rotations and flips (of 256 bits)",
+           says="perceptual hashes (PDQ) {} of 256 bits apart"),
+    Signal("clip", "image", "resemblance", doc="CLIP cosine: same subject or style, never a copy alone",
+           says="CLIP cosine {}: same subject or style"),
     Signal("keypoint_inliers", "image", "lift",
            doc="ORB keypoints that agree in one similarity transform; lifts a match SSCD found"),
-    Signal("minilm", "text", "resemblance", doc="MiniLM cosine of the best output window with the best passage"),
+    Signal("minilm", "text", "resemblance", doc="MiniLM cosine of the best output window with the best passage",
+           says="sentence-embedding (MiniLM) cosine {}: the same content, in other words or the same"),
     Signal("copied_words", "text", "copy",
-           doc="words of one aligned stretch matched verbatim or near-verbatim, common phrases discounted"),
+           doc="words of one aligned stretch matched verbatim or near-verbatim, common phrases discounted",
+           says="{} words copied verbatim or near-verbatim in one stretch"),
     Signal("copied_total_words", "text", "copy",
            doc="words matched verbatim or near-verbatim over all aligned stretches (reordered copies), common "
-               "phrases discounted"),
+               "phrases discounted",
+           says="{} words copied verbatim or near-verbatim over all stretches"),
     Signal("aligned_words", "text", "resemblance",
-           doc="words of one aligned stretch matched in order, reworded pieces included"),
+           doc="words of one aligned stretch matched in order, reworded pieces included",
+           says="{} words align with the work in order, reworded pieces included"),
     Signal("coverage", "text", "report", doc="share of the output's words in matched stretches"),
     Signal("longest_run_words", "text", "report", doc="longest run of consecutive equal words"),
 )
@@ -95,6 +106,8 @@ REGISTRY: dict[str, Signal] = {s.name: s for s in _DECLARED}
 for _s in _DECLARED:  # a scored signal without prior cut points would score 0: refuse at import
     if _s.calibrated and _s.name not in config.SIGNAL_THRESHOLDS:
         raise RuntimeError(f"signal {_s.name!r} is declared without cut points in config.SIGNAL_THRESHOLDS")
+    if _s.calibrated and "{}" not in _s.says:
+        raise RuntimeError(f"signal {_s.name!r} is declared without saying what a value means (says=)")
 
 
 def get(name: str) -> Signal:

@@ -373,13 +373,13 @@ def shared_stretches(queries: list[Query], refs: list[SourceDoc]) -> None:
 
 
 # -- factor4 ----------------------------------------------------------------------------------
-def run_factor4(refs: list[SourceDoc], queries: list[Query], workdir: Path, calib_queries: int | None
-                ) -> dict:
+def run_factor4(refs: list[SourceDoc], queries: list[Query], workdir: Path, calib_queries: int | None,
+                background: Path | None = None) -> dict:
     works = workdir / "works"
     works.mkdir(parents=True, exist_ok=True)
     for d in refs:
         (works / f"{safe_name(d)}.txt").write_text(d.text + "\n", encoding="utf-8")
-    det = Detector(workdir / "home")
+    det = Detector(workdir / "home", background=background)
     info: dict = {}
     try:
         det.create(COLLECTION, ["minilm", "shingles"])
@@ -854,6 +854,21 @@ def default_cache() -> Path:
     return Path("~/.cache/factor4-bench").expanduser()
 
 
+def _background(args: argparse.Namespace) -> Path | None:
+    """The background folder factor4 runs with (see --background), fetched if asked."""
+    if not args.background:
+        return None
+    if args.background != "default":
+        return Path(args.background)
+    from detector import background
+
+    cache = (args.cache or default_cache()).expanduser()
+    where = cache / "background"
+    if not background.Background.exists(where):
+        background.fetch(where, cache=cache)
+    return where
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="download cache (default ~/.cache/factor4-bench)")
@@ -874,6 +889,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-overlapping-refs", action="store_true",
                     help=f"let references share stretches of >= {CONTAMINATION_WORDS} words with each other (default: "
                          "such a document is not taken as a reference)")
+    ap.add_argument("--background", default=None,
+                    help="run factor4 with a background corpus: a background folder, or 'default' to fetch "
+                         "factor4's default one into the cache (default: none, as a new collection without one)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report (markdown) to this file")
     ap.add_argument("--dump", type=Path, default=None, help="also write every query and its scores (JSON lines)")
     ap.add_argument("--workdir", type=Path, default=None, help="where factor4's temporary home goes (default: tmp)")
@@ -954,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="factor4-verdicts-", dir=args.workdir) as tmp:
-        f4 = run_factor4(refs, queries, Path(tmp), calib)
+        f4 = run_factor4(refs, queries, Path(tmp), calib, _background(args))
     times = {"minilm": run_minilm(refs, queries)}
     log.info("minilm baseline: %.0f s", times["minilm"])
     times["minhash"] = run_minhash(refs, queries)
