@@ -222,6 +222,11 @@ KEYPOINT_WEIGHT = 0.5
 KEYPOINT_GAIN = 0.15
 KEYPOINT_FREE = 5
 
+#: A second image copy is a look-alike of the first (`detector.core._lookalikes`), and "similar",
+#: when the output's SSCD cosine with it exceeds the two works' own cosine by less than this,
+#: while the output's cosine with the first copied work exceeds its cosine with it by at least this.
+LOOKALIKE_MARGIN = 0.1
+
 #: A bulk add commits after this many new works, so an interruption keeps what was done.
 ADD_COMMIT_EVERY = 256
 

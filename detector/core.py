@@ -600,6 +600,52 @@ def _judged(found: list[tuple[Match, frozenset[str]]], null: NullModel | None, c
         out.append(m.judged(j))
     rank = {v: i for i, v in enumerate(VERDICTS)}
     out.sort(key=lambda m: (rank[m.verdict], 1.0 if m.fpr is None else m.fpr, -m.score, m.work.id))
+    if modality == "image" and sum(m.verdict == "copy" for m in out) > 1:
+        out = _lookalikes(out, coll)
+        out.sort(key=lambda m: (rank[m.verdict], 1.0 if m.fpr is None else m.fpr, -m.score, m.work.id))
+    return out
+
+
+def _region_cosine(m: Match) -> float | None:
+    """The raw SSCD cosine of the output's part that matched *m*'s work best (the whole output, or
+    the region whose normalised score counted)."""
+    raw = m.signals.get("sscd")
+    norm, bg = m.signals.get("sscd_normalised"), m.signals.get("sscd_background")
+    region = norm + bg if norm is not None and bg is not None else None
+    found = [v for v in (raw, region) if v is not None]
+    return max(found) if found else None
+
+
+def _lookalikes(matches: list[Match], coll: Collection) -> list[Match]:
+    """Second and later image copies that only look like the first: the output resembles such a
+    work no more (by `config.LOOKALIKE_MARGIN`) than the first copied work itself does, and
+    resembles the first clearly (by as much) more: the same plotting style, icon theme or
+    template, not a second copy. They become ``similar``, and say so. A composite of two works keeps both (each
+    part matches its own work far better than the two works match each other), and so do
+    near-identical works (the output matches both as well as they match each other)."""
+    primary = matches[0]
+    channel = next((c.name for c in coll.manifest.channels if c.modality == "image" and c.kind == "float"
+                    and c.covers == "all"), None)
+    first = _region_cosine(primary)
+    if channel is None or first is None:
+        return matches
+    out = [primary]
+    for m in matches[1:]:
+        here = _region_cosine(m)
+        pdq = m.signals.get("pdq_distance")
+        if m.verdict != "copy" or here is None or (pdq is not None and pdq <= config.SIGNAL_THRESHOLDS["pdq_distance"][2]):
+            out.append(m)
+            continue
+        seg_a, seg_b = coll.work_segments(primary.work.id)[0].id, coll.work_segments(m.work.id)[0].id
+        va, vb = coll.vectors(channel, [seg_a, seg_b])
+        between = float(np.dot(va, vb))
+        if here - between < config.LOOKALIKE_MARGIN <= first - here:
+            title = primary.work.title or primary.work.id
+            m = replace(m, verdict="similar", reason=(
+                f"looks like {title}, which this output copies, about as much as it looks like the output "
+                f"(SSCD {between:.2f} between the two works, {here:.2f} with the output; {first:.2f} for {title}): "
+                f"a look-alike, not a second copy; was: {m.reason}"))
+        out.append(m)
     return out
 
 

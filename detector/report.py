@@ -50,6 +50,7 @@ from detector import __version__, config
 from detector.batch import INPUTS, RESULTS, OutputRecord, entry_line, sha256_file
 from detector.errors import InputError
 from detector.nullmodel import SCORE, NullModel
+from detector.results import COUNTING
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,7 @@ def _build(coll: Any, collection: str, settings: dict[str, Any], out: Path) -> R
             "outputs_with_copy": with_copy,
             "outputs_with_similar_only": with_similar,
             "works_matched": len(works),
+            "counting": COUNTING,
             "thresholds": {"copy": config.COPY_SCORE, "similar": config.SIMILAR_SCORE},
             "levels": {m: {"copy": d["calibration"]["copy_level"], "similar": d["calibration"]["similar_level"]}
                        for m, d in distributions.items() if d["calibration"]},

@@ -42,6 +42,7 @@ from PIL import Image
 
 from detector import config
 from detector.fingerprints import WORD_RE, normalise_word
+from detector.results import COUNTING
 
 log = logging.getLogger(__name__)
 
@@ -450,6 +451,7 @@ class _Page:
             f"copy level ({self._levels_txt('copy')}); \u201csimilar\u201d at or below the similar level "
             f"({self._levels_txt('similar')}). The score (0 to 1) is descriptive: the strongest signal on a "
             'fixed scale. The <a href="#calibration">calibration section</a> shows how honest the rates are.</p>\n'
+            f'<p class="note">How the counts are made: {_e(s.get("counting") or COUNTING)}</p>\n'
             "</section>\n"
         )
 

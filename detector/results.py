@@ -19,6 +19,12 @@ from typing import Any, Literal
 from indexes import WorkRecord
 
 Verdict = Literal["copy", "similar", "unrelated"]
+#: How an evidence report counts outputs per work (said in report.json and report.html).
+COUNTING = ("an output counts as copying a work when that match's own verdict is copy (its own copied words or "
+            "pixels, at its own false-positive rate), and as similar when it is similar; a second picture that "
+            "only looks like a work the output copies (the output resembles it no more than the two works "
+            "resemble each other) is similar, not a second copy; common text the background corpus or several "
+            "works hold is not counted")
 VERDICTS: tuple[Verdict, ...] = ("copy", "similar", "unrelated")
 SpanKind = Literal["verbatim", "near", "paraphrase"]
 

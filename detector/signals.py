@@ -74,7 +74,7 @@ _DECLARED = (
            says="distilled SSCD cosine {} with the work"),
     Signal("sscd_normalised", "image", "copy",
            doc="best over the output and its regions of SSCD cosine minus that region's background cosine",
-           says="SSCD cosine {} above what the background's look-alikes score"),
+           says="SSCD cosine {} after subtracting what look-alike pictures score"),
     Signal("sscd_background", "image", "report",
            doc="the background cosine that sscd_normalised subtracted: the SSCD_NORM_RANK-th most similar "
                "work of the collection and the background corpus, for the output region that scored best"),

@@ -104,6 +104,7 @@ def test_batch_report_verify_and_replay(home: Path, corpus: dict, tmp_path: Path
     assert all(len(r["sha256"]) == 64 for r in results if "result" in r)
     html = (report_dir / "report.html").read_text()
     assert "rocket" in html and "http://" not in html and "https://" not in html
+    assert "only looks like" in report["summary"]["counting"] and "How the counts are made" in html
     # verify: unchanged, then one altered byte is found and named
     assert verify(report_dir).ok
     assert main(["verify", str(report_dir)]) == 0
