@@ -177,6 +177,11 @@ REGION_MARGIN = 0.05
 #: encoded (one more SSCD forward pass, about 0.3 of the output's at LOCATE_SIZE) to find the part
 #: of the work it shows.
 LOCATE_MATCHES = 1
+#: The strongest match's regions are placed by local features (`detector.imagescan._place`,
+#: ORB keypoints and a fitted similarity transform, in pixels) when at least this many keypoint
+#: matches agree; otherwise SSCD's grid regions and the work's thumbnail below locate it.
+LOCATE_KEYPOINTS = True
+LOCATE_MIN_INLIERS = 12
 #: ... at this input size: a 5 x 5 grid (from 129 to 160 pixels), so the part is found to a fifth
 #: of each side. On the benchmark's 120 crops (scripts/bench_image.py data) 144 located 26, mean
 #: IoU with the true crop 0.66, where 160 located 24 (0.62) at 1.2x the cost; 136 also named

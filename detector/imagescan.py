@@ -141,19 +141,49 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
         out[wid] = ImageEvidence({n: sig.get(n) for n in names},
                                  normalised if sig.get("sscd_normalised") is not None else ignore,
                                  region_of.get(wid, full), work_region_of.get(wid), area)
-    _verify(coll, image, out)
+    mine = _verify(coll, image, out)
     region = bound.region_channel()
     if locate and region is not None:
         for wid in _strongest(out, locate):
             ev = out[wid]
             score = ev.score
+            if score < config.SIMILAR_SCORE or ev.transform(score) == "near-exact":
+                continue
+            if config.LOCATE_KEYPOINTS:
+                if mine is None:
+                    mine = keypoints.features(image)
+                placed = _place(coll, wid, ev, mine, image.size)
+                if placed is not None:
+                    out[wid] = placed
+                    continue
             whole = ev.signals.get(region.name)
-            if ev.region == full and ev.work_region is None and score >= config.SIMILAR_SCORE and \
-                    (whole is None or whole < config.LOCATE_MAX_SSCD) and ev.transform(score) != "near-exact":
+            if ev.region == full and ev.work_region is None and (whole is None or whole < config.LOCATE_MAX_SSCD):
                 box = locate_in_work(coll, bound, wid, query.rows[region.name][0])
                 if box is not None:
                     out[wid] = replace(ev, work_region=box)
     return out
+
+
+def _place(coll: Collection, wid: str, ev: ImageEvidence, mine: keypoints.Features,
+           size: tuple[int, int]) -> ImageEvidence | None:
+    """*ev* with its regions placed by local features: where the work lies in the output (a
+    composite's pasted area) and which part of the work the output shows (a crop), both in
+    pixels, from the similarity transform that at least `config.LOCATE_MIN_INLIERS` keypoint
+    matches agree on. None when too few agree (SSCD's coarser regions stand)."""
+    theirs = keypoints.work_features(str(coll.path), wid, lambda: coll.thumbnail(wid))
+    if theirs is None:
+        return None
+    found = keypoints.verify(mine, theirs, size)
+    if found.inliers < config.LOCATE_MIN_INLIERS or found.region is None or found.work_part is None:
+        return None
+    part = found.work_part
+    work_region = None
+    if (part[2] - part[0]) * (part[3] - part[1]) < config.PARTIAL_AREA:
+        work = coll.work(wid)
+        if work.width and work.height:
+            work_region = Box(round(part[0] * work.width), round(part[1] * work.height),
+                              round(part[2] * work.width), round(part[3] * work.height))
+    return replace(ev, region=found.region, work_region=work_region)
 
 
 def _strongest(out: dict[str, ImageEvidence], n: int) -> list[str]:
@@ -161,14 +191,14 @@ def _strongest(out: dict[str, ImageEvidence], n: int) -> list[str]:
     return [wid for _, wid in heapq.nsmallest(n, ((-ev.score, wid) for wid, ev in out.items()))]
 
 
-def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> None:
+def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence]) -> keypoints.Features | None:
     """Adds `keypoint_inliers` to those of the `config.KEYPOINT_WORKS` strongest matches that SSCD
     found (normalised score at least `config.KEYPOINT_MIN_SSCD`) but scored under
     `config.KEYPOINT_BELOW`: a scan whose strongest match is settled verifies nothing. Where the
     inliers lift the score, the work's outline mapped into the output by the fitted transform
     becomes the match's region, and the output's outline mapped into the work its work region
-    when that is a clear part of the work (a crop)."""
-    mine = None
+    when that is a clear part of the work (a crop). Returns the output's features if it found them."""
+    mine: keypoints.Features | None = None
     for wid in _strongest(out, config.KEYPOINT_WORKS):
         ev = out[wid]
         if (ev.signals.get("sscd_normalised") or -1.0) < config.KEYPOINT_MIN_SSCD or ev.score >= config.KEYPOINT_BELOW:
@@ -192,6 +222,7 @@ def _verify(coll: Collection, image: Image.Image, out: dict[str, ImageEvidence])
                         round(part[0] * work.width), round(part[1] * work.height),
                         round(part[2] * work.width), round(part[3] * work.height)))
         out[wid] = lifted
+    return mine
 
 
 def locate_in_work(coll: Collection, bound: BoundChannels, work_id: str, output: np.ndarray) -> Box | None:

@@ -141,7 +141,14 @@ def test_reference_regions_when_configured(tmp_path: Path, monkeypatch: pytest.M
     crop = _load("coffee.png").crop((0, 0, 400, 267))
     m = det.scan_item("r", _item(crop, "corner.png")).best
     assert m.work.title == "coffee" and m.verdict == "copy" and m.transform == "partial"
-    assert m.work_region == Box(0, 0, 400, 267)  # the indexed corner
+    # the indexed corner, placed to the pixel or so by local features
+    assert _iou(m.work_region, Box(0, 0, 400, 267)) >= 0.97
+
+
+def _iou(a: Box, b: Box) -> float:
+    inter = Box(max(a.left, b.left), max(a.top, b.top), min(a.right, b.right), min(a.bottom, b.bottom))
+    both = inter.area if inter.right > inter.left and inter.bottom > inter.top else 0
+    return both / (a.area + b.area - both)
 
 
 def test_composite_is_found_with_its_region(art: Detector) -> None:
@@ -167,13 +174,23 @@ def test_crop_of_a_work_is_partial(art: Detector) -> None:
     m = art.scan_item("art", _item(crop, "crop.png")).best
     assert m is not None and m.work.title == "coffee"
     assert m.verdict == "copy" and m.transform == "partial"
+    # placed by local features, in the work's pixels
+    assert m.work_region is not None and m.region == Box(0, 0, 420, 280)
+    assert _iou(m.work_region, Box(0, 0, 420, 280)) >= 0.9, m.work_region
+
+
+def test_crop_located_by_sscd_alone_to_its_grid(art: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "LOCATE_KEYPOINTS", False)
+    m = art.scan_item("art", _item(_load("coffee.png").crop((0, 0, 420, 280)), "crop.png")).best
     # found in the work's thumbnail, to SSCD's grid: the top-left part
     assert m.work_region is not None and m.region == Box(0, 0, 420, 280)
     assert m.work_region.left < 70 and m.work_region.top < 50 and _iou(m.work_region, Box(0, 0, 420, 280)) >= 0.5
 
 
 def test_output_showing_nearly_all_of_a_work_is_not_located(art: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At a raw SSCD cosine of LOCATE_MAX_SSCD or more the work's thumbnail is not encoded."""
+    """Without local features to place it: at a raw SSCD cosine of LOCATE_MAX_SSCD or more the
+    work's thumbnail is not encoded."""
+    monkeypatch.setattr(config, "LOCATE_KEYPOINTS", False)
     crop = _item(_load("coffee.png").crop((0, 0, 420, 280)), "crop.png")
     sscd = art.scan_item("art", crop).best.signals["sscd"]
     monkeypatch.setattr(config, "LOCATE_MAX_SSCD", sscd - 0.01)
