@@ -31,6 +31,8 @@ EXIT_CHANGED = 1  # verify / replay: the report was altered, or the findings dif
 def _detector(args: argparse.Namespace) -> Any:
     from detector.core import Detector
 
+    if args.tenant:  # the collections the service serves to this tenant, with the operator's background
+        return Detector(config.tenant_home(args.home, args.tenant), background=config.background_home(args.home))
     return Detector(args.home)
 
 
@@ -343,9 +345,18 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_collections(args: argparse.Namespace) -> int:
     det = _detector(args)
-    for name in det.collections():
+    names = det.collections()
+    for name in names:
         m = det.manifest(name)
         print(f"{name}  {m.counts.get('works', 0)} works  " + ", ".join(c.encoder for c in m.channels))
+    where = f"tenant {args.tenant!r}" if args.tenant else str(det.home)
+    print(f"{len(names)} collections ({where})")
+    tenants = config.home(args.home) / "tenants"
+    if not args.tenant and tenants.is_dir():
+        found = sorted(p.name for p in tenants.iterdir() if (p / "collections").is_dir())
+        if found:
+            print(f"the service's tenants keep theirs apart ({', '.join(found[:10])}{', ...' if len(found) > 10 else ''}):"
+                  " factor4 --tenant NAME collections")
     return EXIT_OK
 
 
@@ -410,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"factor4 {__version__}")
     parser.add_argument("--home", default=None,
                         help=f"folder holding collections (default: ${config.HOME_ENV} or {config.DEFAULT_HOME})")
+    parser.add_argument("--tenant", default=None,
+                        help="work on this service tenant's collections (HOME/tenants/TENANT, what the service "
+                             "serves to its API keys) instead of HOME's own")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -360,3 +360,12 @@ def background_home(base: str | os.PathLike[str] | None = None) -> Path | None:
     if chosen:
         return Path(chosen).expanduser()
     return home(base) / "background"
+
+
+def tenant_home(base: str | os.PathLike[str] | None, tenant: str) -> Path:
+    """The home of one tenant's collections under the service's home *base*
+    (``<home>/tenants/<tenant>``): what the service opens for the tenant, and what
+    ``factor4 --tenant NAME`` works on."""
+    from indexes.records import check_name
+
+    return home(base) / "tenants" / check_name(tenant, "tenant")

@@ -105,8 +105,8 @@ def check_tenant(name: str) -> str:
 
 
 def tenant_home(home: str | Path | None, tenant: str) -> Path:
-    """The detector home of *tenant*'s collections."""
-    return config.home(home) / "tenants" / check_tenant(tenant)
+    """The detector home of *tenant*'s collections (`detector.config.tenant_home`)."""
+    return config.tenant_home(home, tenant)
 
 
 class Tenancy:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from detector.cli import EXIT_ERROR, EXIT_OK, build_parser, main
-from tests.conftest import edited_copy
+from tests.conftest import edited_copy, module_doc
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -139,3 +139,27 @@ def test_each_error_is_printed_once_and_encoder_forms_come_from_the_registry(
     err = capsys.readouterr().err
     for form in ("'sscd'", "'sscd_distilled'", "'minilm'", "'minilm:int8'", "'clip:", "'pdq'", "'shingles'"):
         assert form in err, (form, err)
+
+
+def test_cli_acts_as_a_service_tenant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--tenant NAME` works on the collections the service serves to that tenant's keys."""
+    from service.access import Detectors
+
+    home = tmp_path / "home"
+    works = tmp_path / "works"
+    works.mkdir()
+    (works / "a.txt").write_text(module_doc("json"), encoding="utf-8")
+    assert main(["--home", str(home), "--tenant", "acme", "create", "art", "--encoders", "shingles",
+                 "--no-background"]) == 0
+    assert main(["--home", str(home), "--tenant", "acme", "add", "art", str(works)]) == 0
+    capsys.readouterr()
+    assert main(["--home", str(home), "collections"]) == 0
+    out = capsys.readouterr().out
+    assert "0 collections" in out and "--tenant NAME" in out and "acme" in out
+    dets = Detectors(home)
+    try:
+        assert dets.get("acme").collections() == ["art"]  # what the service opens for tenant acme
+    finally:
+        dets.close()
+    assert main(["--home", str(home), "--tenant", "../x", "collections"]) == 2
+    assert "tenant" in capsys.readouterr().err
