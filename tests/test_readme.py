@@ -12,10 +12,12 @@ from tests.conftest import edited_copy, module_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: The README and the documents it links to (docs/*.md), as one text for the examples' checks.
+DOCS = README + "".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
 
 
-def code_blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.DOTALL)
+def code_blocks(lang: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.DOTALL)
 
 
 def test_readme_opens_with_the_two_commands_ci_runs() -> None:
@@ -49,7 +51,7 @@ def test_readme_python_example_runs(tmp_path: Path, corpus: dict, monkeypatch: p
 def _curl_calls() -> set[tuple[str, str]]:
     """(method, path) of every curl command in the README's shell blocks."""
     calls = set()
-    for block in code_blocks("sh"):
+    for block in code_blocks("sh", DOCS):
         for command in block.replace("\\\n", " ").splitlines():
             if not command.strip().startswith("curl "):
                 continue
@@ -75,3 +77,14 @@ def test_readme_has_a_curl_example_for_every_endpoint() -> None:
             if not any(m == method.upper() and pattern.match(p) for m, p in calls):
                 missing.append(f"{method.upper()} {path}")
     assert not missing, f"README has no curl example for: {', '.join(sorted(missing))}"
+
+
+def test_readme_is_short_and_its_links_resolve() -> None:
+    assert len(README.encode("utf-8")) <= 10_240, "the README is the door: keep it under 10 kB, details in docs/"
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README)
+    assert {"docs/USAGE.md", "docs/METHOD.md", "docs/SERVICE.md", "docs/ARCHITECTURE.md"} <= set(links)
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert not missing, f"README links to missing files: {missing}"
+    anchors = re.findall(r"\]\(#([^)]+)\)", README)
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", README, re.M)}
+    assert anchors and set(anchors) <= headings, set(anchors) - headings
