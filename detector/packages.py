@@ -31,9 +31,9 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
         return subprocess.CompletedProcess(cmd, 127, "", str(exc))
 
 
-def debian_package(pkg: str, cache: Path) -> tuple[Path, str]:
-    """(folder holding Debian package *pkg* unpacked, its version), downloaded into *cache*
-    if not there yet. Raises Factor4Error naming what to do when it cannot be had."""
+def debian_deb(pkg: str, cache: Path) -> Path:
+    """The .deb of Debian package *pkg* in *cache*, downloaded with ``apt-get download`` (no
+    root needed) if not there yet. Raises Factor4Error naming what to do when it cannot be had."""
     dl = cache / "deb" / "download"
     dl.mkdir(parents=True, exist_ok=True)
     debs = sorted(dl.glob(f"{pkg}_*.deb"))
@@ -50,7 +50,14 @@ def debian_package(pkg: str, cache: Path) -> tuple[Path, str]:
             msg = (proc.stderr or proc.stdout).strip()[-300:]
             raise Factor4Error(f"could not download Debian package {pkg} ({msg or 'no output'}); "
                                f"put its .deb in {dl} to go on without apt")
-    deb = debs[-1]
+    return debs[-1]
+
+
+def debian_package(pkg: str, cache: Path) -> tuple[Path, str]:
+    """(folder holding Debian package *pkg* unpacked, its version), downloaded into *cache*
+    if not there yet (`debian_deb`)."""
+    deb = debian_deb(pkg, cache)
+    dl = deb.parent
     ver = _run(["dpkg-deb", "-f", str(deb), "Version"], dl)
     version = ver.stdout.strip() if ver.returncode == 0 else deb.name.split("_")[1]
     root = cache / "deb" / pkg

@@ -72,7 +72,7 @@ import pdqhash
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 # imported up front, so the whole run uses the factor4 code as it was at start
-from detector import config
+from detector import config, packages
 from detector.core import Detector
 from detector.demo import fetch_wheel
 from detector.encoders import load_encoder
@@ -139,25 +139,11 @@ default_cache, _run = bench_text.default_cache, bench_text._run
 
 
 def download_deb(pkg: str, cache: Path) -> Path:
-    """The .deb of Debian package *pkg* (`apt-get download`, no root needed), cached."""
-    dl = cache / "deb" / "download"
-    dl.mkdir(parents=True, exist_ok=True)
-    debs = sorted(dl.glob(f"{pkg}_*.deb"))
-    if debs:
-        return debs[-1]
-    log.info("downloading Debian package %s into %s", pkg, dl)
-    proc = _run(["apt-get", "download", pkg], dl)
-    if proc.returncode != 0:
-        said = (proc.stderr or proc.stdout).strip().splitlines()
-        log.info("apt-get download %s failed (%s); trying apt-get update first", pkg, said[-1] if said else "")
-        _run(["apt-get", "update", "-qq"], dl)
-        proc = _run(["apt-get", "download", pkg], dl)
-    debs = sorted(dl.glob(f"{pkg}_*.deb"))
-    if proc.returncode != 0 or not debs:
-        msg = (proc.stderr or proc.stdout).strip()[-300:]
-        raise RuntimeError(f"could not download Debian package {pkg} with apt-get ({msg or 'no output'}); "
-                           f"put its .deb in {dl} to run without apt")
-    return debs[-1]
+    """The .deb of Debian package *pkg*, cached (`detector.packages.debian_deb`)."""
+    try:
+        return packages.debian_deb(pkg, cache)
+    except Factor4Error as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 def deb_members(deb: Path, patterns: tuple[str, ...]) -> Iterator[tuple[str, int, bytes]]:

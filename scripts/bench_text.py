@@ -46,7 +46,7 @@ import numpy as np
 from datasketch import MinHash
 
 # imported up front, so the whole run uses the factor4 code as it was at start
-from detector import config
+from detector import config, packages
 from detector.core import Detector
 from detector.demo import fetch_wheel, play_text
 from detector.errors import Factor4Error
@@ -91,32 +91,11 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def debian_package(pkg: str, cache: Path) -> Path:
-    """Folder holding Debian package *pkg* unpacked (`apt-get download` + `dpkg-deb -x`), cached."""
-    root = cache / "deb" / pkg
-    done = root / ".unpacked"
-    if done.exists():
-        return root
-    dl = cache / "deb" / "download"
-    dl.mkdir(parents=True, exist_ok=True)
-    debs = sorted(dl.glob(f"{pkg}_*.deb"))
-    if not debs:
-        log.info("downloading Debian package %s into %s", pkg, dl)
-        proc = _run(["apt-get", "download", pkg], dl)
-        if proc.returncode != 0:
-            said = (proc.stderr or proc.stdout).strip().splitlines()
-            log.info("apt-get download %s failed (%s); trying apt-get update first", pkg, said[-1] if said else "")
-            _run(["apt-get", "update", "-qq"], dl)
-            proc = _run(["apt-get", "download", pkg], dl)
-        debs = sorted(dl.glob(f"{pkg}_*.deb"))
-        if proc.returncode != 0 or not debs:
-            msg = (proc.stderr or proc.stdout).strip()[-300:]
-            raise RuntimeError(f"could not download Debian package {pkg} with apt-get ({msg or 'no output'}); "
-                               f"put its .deb in {dl} to run without apt")
-    proc = _run(["dpkg-deb", "-x", str(debs[-1]), str(root)], dl)
-    if proc.returncode != 0:
-        raise RuntimeError(f"could not unpack {debs[-1]} with dpkg-deb: {(proc.stderr or proc.stdout).strip()[-300:]}")
-    done.touch()
-    return root
+    """The folder holding Debian package *pkg* unpacked, cached (`detector.packages`)."""
+    try:
+        return packages.debian_package(pkg, cache)[0]
+    except Factor4Error as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 def load_plays(cache: Path) -> dict[str, str]:
