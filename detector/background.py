@@ -409,8 +409,8 @@ def fetch(home: Path, sources: Iterable[str] | None = None, cache: Path | None =
 
             report = det.add(NAME, paths, MetadataTable(None, table), show_progress_bar=show_progress_bar)
             added.append((src.name, len(report.added)))
-            say(f"  {src.name}: {len(report.added)} works added ({len(report.duplicates)} already there, "
-                f"{len(report.failed)} skipped), version {version}")
+            say(f"  {src.name}: {len(report.added)} works added ({len(report.duplicates)} identical files not "
+                f"stored twice, {len(report.failed)} skipped), version {version}")
     finally:
         det.close()
     bg = Background.open(home)
