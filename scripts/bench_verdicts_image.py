@@ -741,11 +741,29 @@ def recall_stated(pos: list[Query], alpha: float) -> float:
 
 
 # -- main ---------------------------------------------------------------------------------------
+def _background(args: argparse.Namespace) -> Path | None:
+    """The background folder factor4 runs with (see --background), fetched if asked."""
+    if not args.background:
+        return None
+    if args.background != "default":
+        return Path(args.background)
+    from detector import background
+
+    cache = (args.cache or bi.default_cache()).expanduser()
+    where = cache / "background"
+    if not background.Background.exists(where):
+        background.fetch(where, cache=cache)
+    return where
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=None, help="bench_image.py's image cache (default: its own)")
     ap.add_argument("--home", type=Path, default=None, help="factor4 home for the collection (default: a temporary one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--background", default=None,
+                    help="run factor4 with a background corpus: a background folder, or 'default' to fetch "
+                         "factor4's default one into the cache (default: none)")
     ap.add_argument("--report-sources", default=",".join(REPORT_SOURCES),
                     help=f"comma-separated sources of the report split (default {','.join(REPORT_SOURCES)})")
     ap.add_argument("--refs-per-source", type=int, default=None, help="most references per source (default 70)")
@@ -804,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="factor4-bench-verdicts-") as tmp:
         home = args.home or Path(tmp) / "home"
-        det = Detector(home)
+        det = Detector(home, background=_background(args))
         name = "verdicts"
         if name in det.collections():
             det.delete(name)
