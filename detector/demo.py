@@ -249,7 +249,7 @@ def run_demo(workdir: str | Path | None = None, cache: str | Path | None = None,
     from detector import background
 
     where = config.background_home()
-    if where is not None and not background.Background.exists(where):
+    if where is not None and not background.Background.exists(where) and config.fetch_background_at_first_use():
         say(f"fetching the background corpus into {where}: common material every scan discounts (licences, "
             "GNU help text, stock icons) from Debian and PyPI packages; about a minute, once ...")
         background.fetch(where, cache=config.home() / "cache", say=say)

@@ -37,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FACTOR4_SIMILAR_LEVEL"] = str(TEST_SIMILAR_LEVEL)
     # each test's home has no background corpus unless the test builds one there
     os.environ.pop("FACTOR4_BACKGROUND", None)
+    os.environ["FACTOR4_BACKGROUND_FETCH"] = "0"  # no fetch from Debian at first use: no network in tests
 
     f4.CALIBRATION_QUERIES = TEST_QUERIES
     f4.COPY_LEVEL = TEST_COPY_LEVEL
