@@ -186,3 +186,17 @@ def test_no_background_when_the_environment_says_none(tmp_path: Path, monkeypatc
     assert config.background_home(tmp_path) is None
     assert Detector(tmp_path).background.get() is None
     assert main(["--home", str(tmp_path), "background", "show"]) == 2
+
+
+def test_create_fetches_the_background_at_first_use_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    # only the offline source, so the test reaches no network
+    monkeypatch.setattr(background, "SOURCES", tuple(s for s in background.SOURCES if s.name == "python-licences"))
+    monkeypatch.setenv(config.BACKGROUND_FETCH_ENV, "1")
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "create", "c", "--encoders", "shingles"]) == 0
+    out = capsys.readouterr().out
+    assert "fetching the background corpus" in out and "python-licences" in out and "about a minute" in out
+    assert background.Background.exists(config.background_home(home))
+    assert main(["--home", str(home), "create", "d", "--encoders", "shingles"]) == 0
+    assert "fetching" not in capsys.readouterr().out  # once
