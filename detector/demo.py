@@ -261,7 +261,8 @@ def run_demo(workdir: str | Path | None = None, cache: str | Path | None = None,
     report = det.add("demo", [works_dir])
     say(f"  {len(report.added)} works added")
     say(f"calibrating: scanning {config.CALIBRATION_QUERIES} unrelated outputs per modality, made from the "
-        "collection's own works, to learn its error rates (about 7 minutes on 2 cores, once per collection) ...")
+        "collection's own works, plus edited works of the background corpus, to learn its error rates (about "
+        "8 minutes on 2 cores, once per collection) ...")
     for info in det.calibrate("demo"):
         say(f"  {info.modality}: {info.queries} unrelated outputs; copy is stated at fpr <= {info.copy_level:.1%}")
     rows = []
