@@ -305,8 +305,10 @@ def format_outcome(outcome: DemoOutcome) -> str:
     cals = {r.result.calibration.modality: r.result.calibration for r in outcome.rows if r.result.calibration}
     if cals:
         made = " and ".join(f"{c.queries} {m}s" for m, c in sorted(cals.items()))
+        bg = sum(dict(c.makeup).get("background", 0) for c in cals.values())
+        whence = "the collection's own works" + (f" ({bg} of them from the background corpus)" if bg else "")
         lines.append(f"fpr<=: 95 % upper bound of the share of unrelated outputs whose best match is as unusual, "
-                     f"from {made} made from the collection's own works (edited as outputs are; source left out). "
+                     f"from {made} made from {whence} (edited as outputs are; source left out). "
                      f"Verdicts: copy at <= {_level(cals, 'copy_level')} with copied pixels or words, similar at "
                      f"<= {_level(cals, 'similar_level')}.")
         wrong = [r for r in outcome.rows if not r.correct and r.result.best is not None]
