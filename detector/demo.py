@@ -306,7 +306,7 @@ def format_outcome(outcome: DemoOutcome) -> str:
     if cals:
         made = " and ".join(f"{c.queries} {m}s" for m, c in sorted(cals.items()))
         bg = sum(dict(c.makeup).get("background", 0) for c in cals.values())
-        whence = "the collection's own works" + (f" ({bg} of them from the background corpus)" if bg else "")
+        whence = "the collection's own works" + (f" and the background corpus ({bg} from the background)" if bg else "")
         lines.append(f"fpr<=: 95 % upper bound of the share of unrelated outputs whose best match is as unusual, "
                      f"from {made} made from {whence} (edited as outputs are; source left out). "
                      f"Verdicts: copy at <= {_level(cals, 'copy_level')} with copied pixels or words, similar at "
