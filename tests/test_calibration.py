@@ -42,7 +42,8 @@ def test_negatives_join_the_null_and_copies_among_them_are_left_out(coll: tuple[
     (neg / "oops-a-copy.txt").write_text(" ".join(words("pdb")[200:320]), encoding="utf-8")
     [cal] = det.calibrate("c", negatives=[neg])
     assert cal.negatives == 3 and cal.queries == config.CALIBRATION_QUERIES + 3
-    assert len(cal.left_out) == 1 and "oops-a-copy.txt: copy of pdb (copied_words" in cal.left_out[0]
+    assert len(cal.left_out) == 1 and "oops-a-copy.txt: copy of pdb (" in cal.left_out[0]
+    assert "words copied verbatim or near-verbatim in one stretch (copied_words" in cal.left_out[0]
     assert ("negatives", 3) in cal.makeup and "3 negatives given" in cal.method
     res = det.scan_item("c", text_item(" ".join(words("json")[40:140])))
     assert res.best is not None and res.best.work.title == "json" and res.best.verdict == "copy"
