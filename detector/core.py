@@ -573,7 +573,7 @@ class Detector:
                                f"{kept['negative']} negatives given" if kept["negative"] else "",
                                f"{kept['background']} edited background-corpus works" if kept["background"] else "")
                                if x))
-        null = NullModel.from_rows(info, levels, rows)
+        null = NullModel.from_rows(info, levels, rows, background_rows=dict(info.makeup).get("background", 0))
         with self._writing(name) as (latest, _, w):
             if latest.generation == generation:  # else the collection changed meanwhile: keep it unsaved
                 w.set_calibration(modality, generation, null.to_dict())

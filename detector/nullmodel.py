@@ -115,7 +115,8 @@ def tops(evidences: Iterable[tuple[Mapping[str, float | None], frozenset[str], f
 class NullModel:
     """A collection's null for one modality (see the module docstring)."""
 
-    def __init__(self, info: Calibration, levels: Levels, columns: tuple[str, ...], rows: np.ndarray) -> None:
+    def __init__(self, info: Calibration, levels: Levels, columns: tuple[str, ...], rows: np.ndarray,
+                 background_rows: int = 0) -> None:
         for c in columns:
             if c != SCORE:
                 signals.get(c)  # an unknown signal in a stored null is an error
@@ -123,36 +124,51 @@ class NullModel:
         self.levels = levels
         self.columns = columns
         self.rows = np.round(np.asarray(rows, dtype=np.float64).reshape(-1, len(columns)), DECIMALS)
+        #: the last rows come from the background corpus: they may make a rate more cautious, never
+        #: bolder (see `judge`)
+        self.background_rows = max(0, min(int(background_rows), self.n - 1)) if self.n else 0
+        main = self.rows[: self.n - self.background_rows]
         self._sorted = {c: np.sort(self.rows[:, j]) for j, c in enumerate(columns)}
+        self._sorted_main = {c: np.sort(main[:, j]) for j, c in enumerate(columns)} if self.background_rows \
+            else self._sorted
         n = self.n
         if n:
             # each null output's own fused statistic, from the same tails
             tails = np.stack([self._tails(c, self.rows[:, j]) for j, c in enumerate(columns)], axis=1)
             self._t = np.sort(tails.min(axis=1))
+            if self.background_rows:  # the collection's own null, on its own tails
+                own = np.stack([self._tails(c, main[:, j], main=True) for j, c in enumerate(columns)], axis=1)
+                self._t_main = np.sort(own.min(axis=1))
+            else:
+                self._t_main = self._t
         else:
-            self._t = np.zeros(0)
+            self._t = self._t_main = np.zeros(0)
 
     @classmethod
-    def from_rows(cls, info: Calibration, levels: Levels, rows: list[dict[str, float]]) -> NullModel:
+    def from_rows(cls, info: Calibration, levels: Levels, rows: list[dict[str, float]],
+                  background_rows: int = 0) -> NullModel:
         names = sorted({k for r in rows for k in r if k != SCORE}, key=_order) + [SCORE]
         data = np.array([[r.get(c, -math.inf) for c in names] for r in rows], dtype=np.float64)
-        return cls(info, levels, tuple(names), data.reshape(len(rows), len(names)))
+        return cls(info, levels, tuple(names), data.reshape(len(rows), len(names)), background_rows)
 
     @property
     def n(self) -> int:
         return int(self.rows.shape[0])
 
-    def _tails(self, column: str, values: np.ndarray) -> np.ndarray:
-        col = self._sorted[column]
+    def _tails(self, column: str, values: np.ndarray, main: bool = False) -> np.ndarray:
+        col = (self._sorted_main if main else self._sorted)[column]
         at_least = len(col) - np.searchsorted(col, np.round(values, DECIMALS) - 1e-9, side="left")
         return (at_least + 1) / (len(col) + 1)
 
     def tail(self, column: str, strength: float | None) -> float:
         """p_s: the share of null outputs at least as strong on *column* (1 for no value or an
-        unknown column)."""
+        unknown column); with background rows, the larger of the share among all null outputs
+        and among the collection's own (and the user's negatives)."""
         if strength is None or column not in self._sorted:
             return 1.0
-        return float(self._tails(column, np.array([strength]))[0])
+        value = np.array([strength])
+        pooled = float(self._tails(column, value)[0])
+        return max(pooled, float(self._tails(column, value, main=True)[0])) if self.background_rows else pooled
 
     def judge(self, values: Mapping[str, float | None], unreliable: frozenset[str], score: float) -> Judgement:
         """The fused false-positive rate of a match and the verdict it supports."""
@@ -164,8 +180,17 @@ class NullModel:
                 strengths[name] = v
                 tails[name] = self.tail(name, v)
         tails[SCORE] = self.tail(SCORE, score)
-        n = self.n
-        k = self._beyond(min(tails.values()))
+        # the rate among all null outputs, or among the collection's own (and the negatives) when
+        # that is higher: background outputs may be easier than the collection's own domain, and
+        # must not make a stated rate bolder
+        t_pooled = min([self._pooled_tail(c, v) for c, v in strengths.items()] + [self._pooled_tail(SCORE, score)])
+        n, k = self.n, self._beyond(t_pooled)
+        if self.background_rows:
+            n_main = self.n - self.background_rows
+            t_main = min([self._main_tail(c, v) for c, v in strengths.items()] + [self._main_tail(SCORE, score)])
+            k_main = int(np.searchsorted(self._t_main, t_main + 1e-12, side="right"))
+            if upper_bound(k_main, n_main) > upper_bound(k, n):
+                n, k = n_main, k_main
         fpr = (k + 1) / (n + 1)
         upper = upper_bound(k, n)
         # a verdict needs a signal that is both rare under the null and strong on its own scale
@@ -212,6 +237,16 @@ class NullModel:
         """k: the null outputs whose own fused statistic is at most *t* (at least as unusual)."""
         return int(np.searchsorted(self._t, t + 1e-12, side="right"))
 
+    def _pooled_tail(self, column: str, strength: float) -> float:
+        if column not in self._sorted:
+            return 1.0
+        return float(self._tails(column, np.array([strength]))[0])
+
+    def _main_tail(self, column: str, strength: float) -> float:
+        if column not in self._sorted_main:
+            return 1.0
+        return float(self._tails(column, np.array([strength]), main=True)[0])
+
     def fpr_of_row(self, row: np.ndarray) -> float:
         """The fused rate of a row of strengths in this null's columns (-inf = no value)."""
         tails = [self.tail(c, float(v)) for c, v in zip(self.columns, row, strict=True) if math.isfinite(v)]
@@ -241,6 +276,7 @@ class NullModel:
             "info": self.info.to_dict(),
             "levels": {"copy": self.levels.copy, "similar": self.levels.similar},
             "columns": list(self.columns),
+            "background_rows": self.background_rows,
             "rows": [[None if not math.isfinite(v) else v for v in row] for row in self.rows.tolist()],
         }
 
@@ -255,7 +291,7 @@ class NullModel:
         columns = tuple(body["columns"])
         rows = np.array([[-math.inf if v is None else float(v) for v in row] for row in body["rows"]],
                         dtype=np.float64).reshape(len(body["rows"]), len(columns))
-        return cls(cal, Levels(**body["levels"]), columns, rows)
+        return cls(cal, Levels(**body["levels"]), columns, rows, int(body.get("background_rows", 0)))
 
 
 def without_null(values: Mapping[str, float | None], unreliable: frozenset[str], score: float,

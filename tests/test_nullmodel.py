@@ -159,3 +159,27 @@ def test_rare_but_weak_is_not_evidence() -> None:
     j = judge(null, minilm=0.7, copied_words=2.0)
     assert j.fpr_upper <= 0.001 and j.verdict == "unrelated" and "but weak" in j.reason
     assert judge(null, minilm=0.8, copied_words=2.0).verdict == "similar"
+
+
+def _with_background(null: NullModel, extra: list[dict[str, float]]) -> NullModel:
+    own = [dict(zip(null.columns, row, strict=True)) for row in null.rows.tolist()]
+    return NullModel.from_rows(INFO, null.levels, own + extra, background_rows=len(extra))
+
+
+def test_background_rows_never_make_a_rate_bolder_but_can_make_it_more_cautious() -> None:
+    own = text_null(300)
+    probe = {"copied_words": 7.0, "aligned_words": 10.0, "minilm": 0.6}
+    alone = judge(own, **probe)
+    # 3,000 easy background outputs (nothing in common): pooled, they would divide the rate by ~11
+    easy = [tops([({"copied_words": 0.0, "aligned_words": 0.0, "minilm": 0.1}, frozenset(), 0.0)])] * 3000
+    diluted = judge(_with_background(own, easy), **probe)
+    assert diluted.fpr_upper >= alone.fpr_upper and diluted.fpr == pytest.approx(alone.fpr)
+    assert diluted.null_size == 300 and diluted.verdict == alone.verdict
+    # hard background outputs (as strong as the probe) make it more cautious
+    hard_values = {"copied_words": 8.0, "aligned_words": 12.0, "minilm": 0.62}
+    hard = [tops([(hard_values, frozenset(), combine(hard_values))])] * 300
+    cautious = judge(_with_background(own, hard), **probe)
+    assert cautious.fpr > alone.fpr and cautious.null_size == 600
+    # stored and read back, the background rows keep their place
+    again = NullModel.from_dict(_with_background(own, hard).to_dict())
+    assert again.background_rows == 300 and judge(again, **probe).fpr == pytest.approx(cautious.fpr)
