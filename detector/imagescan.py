@@ -87,6 +87,13 @@ class ImageEvidence:
         return "edited"
 
 
+def _small(coll: Collection, channel: str) -> bool:
+    """Whether the collection has too few pictures to be its own background set
+    (`config.BACKGROUND_NORM_BELOW`)."""
+    per_work = 1 + len(config.REFERENCE_REGIONS)
+    return coll.manifest.counts.get(f"vectors.{channel}", 0) < config.BACKGROUND_NORM_BELOW * per_work
+
+
 def _background(row_scores: list[float]) -> float | None:
     """A query row's background cosine, from its works' best scores in rank order: the
     SSCD_NORM_RANK-th, or the last when there are fewer, if at least SSCD_NORM_MIN_WORKS."""
@@ -102,8 +109,9 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
     they were not in the collection). For the *locate* strongest matches that the whole output
     matches (unless PDQ calls it near-exact, or its raw SSCD cosine with the work, at least
     `config.LOCATE_MAX_SSCD`, says it shows nearly all of it), `locate_in_work` looks for the
-    part of the work the output may be a crop of. The pictures of *background* (a background
-    corpus, `detector.background`) take part in each region's background cosine."""
+    part of the work the output may be a crop of. In a collection of fewer than
+    `config.BACKGROUND_NORM_BELOW` pictures, those of *background* (a background corpus,
+    `detector.background`) take part in each region's background cosine."""
     query = query or bound.image_queries(image)
     full = Box(0, 0, image.width, image.height)
     signals: dict[str, dict[str, float]] = defaultdict(dict)
@@ -120,7 +128,7 @@ def scan_image(coll: Collection, bound: BoundChannels, image: Image.Image,
         hits = _Hits(scores, ids, segs, exclude)
         if regional:
             names += ["sscd_normalised", "sscd_background"]
-            bg_channel = background.channel_for(ch) if background is not None else None
+            bg_channel = background.channel_for(ch) if background is not None and _small(coll, ch.name) else None
             bg_top = background.top_scores(bg_channel, rows, config.SSCD_NORM_RANK) if bg_channel else None
             _regional(coll, hits, query.boxes, full, ch.name, signals, region_of, work_region_of, bg_top)
             continue
